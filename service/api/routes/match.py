@@ -1,0 +1,45 @@
+"""Match a photo against the registry: a candidate list per face, for human review."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.api.deps import CallerDep, HomewardDep, StateDep, read_upload
+from service.api.schemas import CandidateOut, FaceMatchOut, FaceOut, MatchOut, Sex
+from service.errors import InvalidInput
+from service.matching import MatchFilters
+
+router = APIRouter(prefix="/v1", tags=["match"])
+
+
+@router.post("/match", response_model=MatchOut)
+async def match(
+    homeward: HomewardDep,
+    state: StateDep,
+    _caller: CallerDep,
+    file: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
+    top_k: Annotated[int | None, Form(ge=1, le=50, description="candidates per face")] = None,
+    sex: Annotated[Sex | None, Form()] = None,
+    min_age: Annotated[float | None, Form(ge=0, le=120, description="expected age today")] = None,
+    max_age: Annotated[float | None, Form(ge=0, le=120)] = None,
+) -> MatchOut:
+    settings = state.services.settings
+    if min_age is not None and max_age is not None and min_age > max_age:
+        raise InvalidInput("min_age is greater than max_age")
+    k = min(top_k or settings.default_candidates, settings.max_candidates)
+    filters = MatchFilters(sex=sex, min_age=min_age, max_age=max_age)
+    data = await read_upload(file, state)
+    result = await state.run(lambda: homeward.match(data, top_k=k, filters=filters))
+    return MatchOut(
+        faces=[
+            FaceMatchOut(
+                **FaceOut.of(f.analysed).model_dump(),
+                candidates=[CandidateOut.of(c) for c in f.candidates],
+            )
+            for f in result.faces
+        ],
+        model_id=result.model_id,
+        index_generation=result.index_generation,
+    )

@@ -1,0 +1,1 @@
+"""Faces: image intake, detection, alignment, quality and embedding behind one interface."""

@@ -1,0 +1,166 @@
+"""dlib's face pipeline: HOG detector, 5-point alignment and the ResNet 128-d descriptor.
+
+The weights come from the ``face_recognition_models`` package. The descriptor is computed on
+dlib's own aligned 150x150 chip (``get_face_chip`` from the 5-point shape), as dlib intends;
+the 68-point predictor is used only to report the five canonical landmarks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import ModelUnavailable
+from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image, l2_normalise
+from service.faces.model_files import sha256_file
+
+logger = logging.getLogger(__name__)
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+FIVE_POINT_FILE = "shape_predictor_5_face_landmarks.dat"
+SIXTY_EIGHT_POINT_FILE = "shape_predictor_68_face_landmarks.dat"
+
+# Indices into dlib's 68-point layout (iBUG 300-W). Points 36-41 outline the image-left eye,
+# which is the subject's right eye; 48 and 54 are the image-left and image-right mouth corners.
+_RIGHT_EYE = slice(36, 42)
+_LEFT_EYE = slice(42, 48)
+_NOSE_TIP = 30
+_MOUTH_RIGHT = 48
+_MOUTH_LEFT = 54
+
+
+def _import_dlib() -> Any:
+    try:
+        return importlib.import_module("dlib")
+    except ImportError as exc:
+        raise ModelUnavailable(
+            "the dlib backend needs the `dlib` module (install the dlib-bin wheel)"
+        ) from exc
+
+
+def model_file(name: str) -> Path:
+    """A weights file of the installed ``face_recognition_models`` package.
+
+    Found from the package's location rather than its helpers, which need pkg_resources.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(
+            "the dlib backend needs the `face_recognition_models` package (dlib's weights); "
+            "install face-recognition-models"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise ModelUnavailable(
+            f"dlib model file {path} is missing; reinstall face-recognition-models"
+        )
+    return path
+
+
+@cache
+def _file_digest(path: Path) -> str:
+    return sha256_file(path)
+
+
+def descriptor_model_id(path: Path) -> str:
+    """Names the ResNet weights exactly: its file name and the start of its sha256."""
+    return f"dlib:{path.stem}:{_file_digest(path)[:12]}"
+
+
+def _to_rgb(image: Image) -> Image:
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def _clipped_box(rect: Any, width: int, height: int) -> tuple[float, float, float, float]:
+    """A dlib rectangle (inclusive corners) as (x, y, w, h) clipped to the image."""
+    left, top = max(int(rect.left()), 0), max(int(rect.top()), 0)
+    right, bottom = min(int(rect.right()), width - 1), min(int(rect.bottom()), height - 1)
+    return float(left), float(top), float(right - left + 1), float(bottom - top + 1)
+
+
+def _shape_points(shape: Any) -> FloatArray:
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def five_landmarks(points68: FloatArray) -> FloatArray:
+    """The five canonical landmarks from dlib's 68, in REFERENCE_LANDMARKS order."""
+    return np.stack(
+        [
+            points68[_RIGHT_EYE].mean(axis=0),
+            points68[_LEFT_EYE].mean(axis=0),
+            points68[_NOSE_TIP],
+            points68[_MOUTH_RIGHT],
+            points68[_MOUTH_LEFT],
+        ]
+    ).astype(np.float32)
+
+
+class DlibBackend(FaceBackend):
+    """dlib HOG detection + ResNet descriptor; unit-length 128-d float32 templates."""
+
+    name = "dlib"
+    dimension = 128
+
+    def __init__(self, *, upsample: int = 1) -> None:
+        if upsample < 0:
+            raise ValueError("upsample must be >= 0")
+        self.upsample = upsample
+        self._dlib = _import_dlib()
+        descriptor_path = model_file(DESCRIPTOR_FILE)
+        self._detector = self._dlib.get_frontal_face_detector()
+        self._five = self._dlib.shape_predictor(str(model_file(FIVE_POINT_FILE)))
+        self._sixty_eight = self._dlib.shape_predictor(str(model_file(SIXTY_EIGHT_POINT_FILE)))
+        self._facerec = self._dlib.face_recognition_model_v1(str(descriptor_path))
+        self.model_id = descriptor_model_id(descriptor_path)
+        self._lock = threading.Lock()
+        logger.info("dlib backend loaded (%s, upsample=%d)", self.model_id, upsample)
+
+    def detect(self, image: Image) -> list[DetectedFace]:
+        rgb = _to_rgb(image)
+        height, width = rgb.shape[:2]
+        with self._lock:
+            rects, scores, _ = self._detector.run(rgb, self.upsample, 0)
+        faces = []
+        for rect, score in zip(rects, scores, strict=True):
+            box = _clipped_box(rect, width, height)
+            landmarks = self._landmarks(rgb, box)
+            faces.append(DetectedFace(box=box, landmarks=landmarks, score=float(score)))
+        return faces
+
+    def align(self, image: Image, face: DetectedFace) -> Image:
+        chip_rgb = self._chip_rgb(_to_rgb(image), face.box)
+        return np.ascontiguousarray(chip_rgb[:, :, ::-1])
+
+    def embed(self, image: Image, face: DetectedFace, chip: Image) -> FloatArray:
+        """The descriptor of the aligned chip from ``align`` (``image`` and ``face`` unused)."""
+        if chip.shape[:2] != (CHIP_SIZE, CHIP_SIZE):
+            raise ValueError(f"dlib needs its own {CHIP_SIZE}x{CHIP_SIZE} chip, got {chip.shape}")
+        with self._lock:
+            descriptor = self._facerec.compute_face_descriptor(_to_rgb(chip))
+        vector = np.asarray(descriptor, dtype=np.float32).reshape(self.dimension)
+        return l2_normalise(vector)
+
+    def _rect(self, box: tuple[float, float, float, float]) -> Any:
+        x, y, w, h = box
+        left, top = int(round(x)), int(round(y))
+        return self._dlib.rectangle(left, top, left + int(round(w)) - 1, top + int(round(h)) - 1)
+
+    def _landmarks(self, rgb: Image, box: tuple[float, float, float, float]) -> FloatArray:
+        with self._lock:
+            shape = self._sixty_eight(rgb, self._rect(box))
+        return five_landmarks(_shape_points(shape))
+
+    def _chip_rgb(self, rgb: Image, box: tuple[float, float, float, float]) -> Image:
+        with self._lock:
+            shape = self._five(rgb, self._rect(box))
+            chip = self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return np.asarray(chip, dtype=np.uint8)

@@ -1,0 +1,254 @@
+"""InsightFace backend: SCRFD detection with five landmarks and ArcFace recognition (onnxruntime).
+
+Works with an InsightFace model pack such as ``buffalo_l`` (``det_10g.onnx`` + ``w600k_r50.onnx``),
+loaded only after its files pass the checksums pinned in the pack's ``SHA256SUMS``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.errors import ModelUnavailable
+from service.faces import model_files
+from service.faces.align import align_chip
+from service.faces.base import (
+    CHIP_SIZE,
+    DetectedFace,
+    FaceBackend,
+    FloatArray,
+    Image,
+    l2_normalise,
+)
+
+log = logging.getLogger(__name__)
+
+STRIDES = (8, 16, 32)
+# An SCRFD "kps" model has, in this order: scores, box distances, landmark distances per stride.
+SCRFD_OUTPUTS = 3 * len(STRIDES)
+OUTPUT_WIDTHS = (1, 4, 10)  # last dimension of the score, box and landmark outputs
+NMS_IOU = 0.4
+DET_MEAN, DET_STD = 127.5, 128.0
+REC_MEAN, REC_STD = 127.5, 127.5
+
+
+class InsightFaceBackend(FaceBackend):
+    """SCRFD detector + ArcFace recogniser from one InsightFace pack."""
+
+    name = "insightface"
+
+    def __init__(
+        self,
+        detector_path: Path,
+        recogniser_path: Path,
+        *,
+        threads: int = 1,
+        det_threshold: float = 0.5,
+        det_size: int = 640,
+    ) -> None:
+        for path in (detector_path, recogniser_path):
+            if not path.is_file():
+                raise ModelUnavailable(f"model file {path} is missing; {model_files.FETCH_HINT}")
+        self.det_threshold = det_threshold
+        self._detector = _session(detector_path, threads)
+        self._recogniser = _session(recogniser_path, threads)
+        self._det_input = _check_detector(self._detector, detector_path)
+        self._det_size = _detector_size(self._detector, det_size)
+        self._anchors = _anchor_tables(self._detector, self._det_input, self._det_size)
+        self._rec_input = _check_recogniser_input(self._recogniser, recogniser_path)
+        self.dimension = _recogniser_dimension(self._recogniser, recogniser_path)
+        digest = model_files.sha256_file(recogniser_path)[:12]
+        self.model_id = f"insightface:{recogniser_path.parent.name}/{recogniser_path.stem}:{digest}"
+        log.info(
+            "loaded %s (detector %s, input %s)", self.model_id, detector_path.name, self._det_size
+        )
+
+    @classmethod
+    def from_pack(
+        cls, model_dir: Path, pack: str, *, threads: int = 1, det_threshold: float = 0.5
+    ) -> InsightFaceBackend:
+        """The pack ``model_dir/pack``, refused unless its files match its ``SHA256SUMS``."""
+        detector, recogniser = model_files.insightface_files(model_dir, pack)
+        return cls(detector, recogniser, threads=threads, det_threshold=det_threshold)
+
+    def detect(self, image: Image) -> list[DetectedFace]:
+        blob, scale = _letterbox(image, self._det_size)
+        outputs = self._detector.run(None, {self._det_input: blob})
+        boxes, points, scores = self._decode(outputs)
+        keep = _nms(boxes, scores, NMS_IOU)
+        return [_face(boxes[i], points[i], scores[i], scale) for i in keep]
+
+    def align(self, image: Image, face: DetectedFace) -> Image:
+        return align_chip(image, face.landmarks)
+
+    def embed(self, image: Image, face: DetectedFace, chip: Image) -> FloatArray:
+        if chip.shape[:2] != (CHIP_SIZE, CHIP_SIZE):
+            chip = np.asarray(cv2.resize(chip, (CHIP_SIZE, CHIP_SIZE)), dtype=np.uint8)
+        blob = _blob(chip, REC_MEAN, REC_STD)
+        output = np.asarray(self._recogniser.run(None, {self._rec_input: blob})[0], np.float32)
+        return l2_normalise(output.reshape(1, self.dimension)).reshape(self.dimension)
+
+    def _decode(self, outputs: list[Any]) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Boxes (n, 4) as x1 y1 x2 y2, landmarks (n, 5, 2) and scores (n,) above threshold,
+        in detector-input pixels."""
+        boxes, points, scores = [], [], []
+        for i, (stride, centres) in enumerate(zip(STRIDES, self._anchors, strict=True)):
+            score = np.asarray(outputs[i], np.float32).reshape(-1)
+            keep = np.flatnonzero(score >= self.det_threshold)
+            centre = centres[keep]
+            dist = np.asarray(outputs[i + 3], np.float32).reshape(-1, 4)[keep] * stride
+            kps = np.asarray(outputs[i + 6], np.float32).reshape(-1, 5, 2)[keep] * stride
+            boxes.append(np.hstack([centre - dist[:, :2], centre + dist[:, 2:]]))
+            points.append(centre[:, None, :] + kps)
+            scores.append(score[keep])
+        return np.concatenate(boxes), np.concatenate(points), np.concatenate(scores)
+
+
+def _session(path: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        raise ModelUnavailable(f"cannot load ONNX model {path}: {err}") from err
+
+
+def _check_detector(session: Any, path: Path) -> str:
+    """The detector's input name, once its inputs and outputs are those of SCRFD with keypoints."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+        raise ModelUnavailable(
+            f"detector {path} is not an SCRFD model: it takes {[i.shape for i in inputs]}, "
+            "expected one [1, 3, H, W] image"
+        )
+    widths = [out.shape[-1] if out.shape else None for out in outputs]
+    expected = [w for w in OUTPUT_WIDTHS for _ in STRIDES]
+    if len(outputs) != SCRFD_OUTPUTS or any(
+        isinstance(got, int) and got != want for got, want in zip(widths, expected, strict=True)
+    ):
+        raise ModelUnavailable(
+            f"detector {path} is not an SCRFD model with keypoints: it has {len(outputs)} "
+            f"outputs {[out.shape for out in outputs]}; expected 9 (scores, boxes and five "
+            "landmarks at strides 8, 16, 32). Homeward needs the landmarks to align faces."
+        )
+    return str(inputs[0].name)
+
+
+def _detector_size(session: Any, det_size: int) -> tuple[int, int]:
+    """(width, height) the detector runs at: its fixed input size if it has one, else det_size."""
+    height, width = session.get_inputs()[0].shape[2:4]
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        if (width, height) != (det_size, det_size):
+            log.warning(
+                "detector input is fixed at %dx%d; det_size %d ignored", width, height, det_size
+            )
+        size = (width, height)
+    else:
+        size = (det_size, det_size)
+    if size[0] % STRIDES[-1] or size[1] % STRIDES[-1]:
+        raise ValueError(f"detector input size {size} must be a multiple of {STRIDES[-1]}")
+    return size
+
+
+def _anchor_tables(session: Any, input_name: str, size: tuple[int, int]) -> list[FloatArray]:
+    """Anchor centres (n, 2) per stride, sized from one trial run on a blank image, which also
+    proves the model runs at this input size."""
+    width, height = size
+    blank = np.zeros((1, 3, height, width), np.float32)
+    try:
+        scores = session.run(None, {input_name: blank})[: len(STRIDES)]
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ModelUnavailable(f"detector fails on a {width}x{height} input: {err}") from err
+    tables = []
+    for stride, score in zip(STRIDES, scores, strict=True):
+        rows, cols = height // stride, width // stride
+        anchors, remainder = divmod(int(np.asarray(score).size), rows * cols)
+        if anchors < 1 or remainder:
+            raise ModelUnavailable(
+                f"detector gives {np.asarray(score).size} scores at stride {stride} for a "
+                f"{width}x{height} input; expected a multiple of {rows * cols}"
+            )
+        ys, xs = np.mgrid[:rows, :cols]
+        centres = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
+        tables.append(np.repeat(centres, anchors, axis=0))
+    return tables
+
+
+def _check_recogniser_input(session: Any, path: Path) -> str:
+    inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    batch_ok = bool(shape) and (shape[0] in (1, None) or isinstance(shape[0], str))
+    chip_ok = shape[1:] == [3, CHIP_SIZE, CHIP_SIZE] and inputs[0].type == "tensor(float)"
+    if not (batch_ok and chip_ok):
+        raise ModelUnavailable(
+            f"recogniser {path} is not an ArcFace model: it takes "
+            f"{[(i.shape, i.type) for i in inputs]}, expected one float32 "
+            f"[1, 3, {CHIP_SIZE}, {CHIP_SIZE}] chip"
+        )
+    return str(inputs[0].name)
+
+
+def _recogniser_dimension(session: Any, path: Path) -> int:
+    outputs = session.get_outputs()
+    shape = outputs[0].shape if len(outputs) == 1 else []
+    if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] <= 0:
+        raise ModelUnavailable(
+            f"recogniser {path} is not an ArcFace model: it gives "
+            f"{[out.shape for out in outputs]}, expected one [1, dimension] embedding"
+        )
+    return int(shape[1])
+
+
+def _blob(image: Image, mean: float, std: float) -> FloatArray:
+    """BGR uint8 H x W x 3 to a normalised RGB 1 x 3 x H x W float32 tensor."""
+    rgb = image[:, :, ::-1].astype(np.float32)
+    return np.ascontiguousarray(((rgb - mean) / std).transpose(2, 0, 1)[None])
+
+
+def _letterbox(image: Image, size: tuple[int, int]) -> tuple[FloatArray, FloatArray]:
+    """The detector blob (image scaled to fit, padded right and bottom) and the (x, y) scale."""
+    width, height = size
+    rows, cols = image.shape[:2]
+    factor = min(width / cols, height / rows)
+    new_w = min(width, max(1, round(cols * factor)))
+    new_h = min(height, max(1, round(rows * factor)))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h))
+    return _blob(canvas, DET_MEAN, DET_STD), np.array([new_w / cols, new_h / rows], np.float32)
+
+
+def _nms(boxes: FloatArray, scores: FloatArray, max_iou: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    sides = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None)
+    areas = sides[:, 0] * sides[:, 1]
+    keep: list[int] = []
+    while order.size:
+        best, rest = int(order[0]), order[1:]
+        top_left = np.maximum(boxes[best, :2], boxes[rest, :2])
+        bottom_right = np.minimum(boxes[best, 2:], boxes[rest, 2:])
+        overlap = np.clip(bottom_right - top_left, 0, None).prod(axis=1)
+        union = areas[best] + areas[rest] - overlap
+        iou = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+        keep.append(best)
+        order = rest[iou <= max_iou]
+    return keep
+
+
+def _face(
+    box: FloatArray, points: FloatArray, score: np.floating[Any], scale: FloatArray
+) -> DetectedFace:
+    """A detection in detector-input pixels, mapped back to the original image."""
+    x1, y1, x2, y2 = (float(v) for v in np.concatenate([box[:2] / scale, box[2:] / scale]))
+    landmarks: npt.NDArray[np.float32] = (points / scale).astype(np.float32)
+    return DetectedFace(box=(x1, y1, x2 - x1, y2 - y1), landmarks=landmarks, score=float(score))

@@ -1,0 +1,85 @@
+"""Detect -> align -> assess quality -> embed, for whichever backend was chosen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.errors import FaceRejected, NoFaceFound
+from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image
+from service.faces.quality import FaceQuality, QualityThresholds, assess
+
+
+@dataclass(frozen=True)
+class AnalysedFace:
+    face: DetectedFace
+    quality: FaceQuality
+    template: FloatArray
+
+
+@dataclass(frozen=True)
+class FaceChoice:
+    """Which face of an enrollment photo to use: by position in size order or by a box."""
+
+    index: int | None = None
+    box: tuple[float, float, float, float] | None = None
+
+
+class FacePipeline:
+    def __init__(self, backend: FaceBackend, thresholds: QualityThresholds, max_faces: int):
+        self.backend = backend
+        self.thresholds = thresholds
+        self.max_faces = max_faces
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def detect(self, image: Image) -> list[DetectedFace]:
+        """Faces largest first, at most ``max_faces``."""
+        faces = sorted(self.backend.detect(image), key=lambda f: f.area, reverse=True)
+        return faces[: self.max_faces]
+
+    def analyse(self, image: Image, face: DetectedFace) -> AnalysedFace:
+        chip = self.backend.align(image, face)
+        quality = assess(face, chip, self.thresholds)
+        return AnalysedFace(face, quality, self.backend.embed(image, face, chip))
+
+    def analyse_all(self, image: Image) -> list[AnalysedFace]:
+        """Every face (for matching: poor quality is flagged, not refused)."""
+        return [self.analyse(image, face) for face in self.detect(image)]
+
+    def analyse_for_enrollment(self, image: Image, choice: FaceChoice | None) -> AnalysedFace:
+        """The chosen (default: largest) face, refused when its quality is too low."""
+        faces = self.detect(image)
+        if not faces:
+            raise NoFaceFound("no face was found in the photo")
+        analysed = self.analyse(image, choose_face(faces, choice or FaceChoice()))
+        if not analysed.quality.acceptable:
+            raise FaceRejected(
+                "face not good enough to enroll: " + "; ".join(analysed.quality.issues)
+            )
+        return analysed
+
+
+def choose_face(faces: list[DetectedFace], choice: FaceChoice) -> DetectedFace:
+    if choice.index is not None:
+        if not 0 <= choice.index < len(faces):
+            raise FaceRejected(
+                f"face_index {choice.index} out of range: {len(faces)} face(s) found"
+            )
+        return faces[choice.index]
+    if choice.box is not None:
+        best = max(faces, key=lambda f: iou(f.box, choice.box or f.box))
+        if iou(best.box, choice.box) < 0.3:
+            raise FaceRejected("no detected face overlaps the given face_box (IoU < 0.3)")
+        return best
+    return faces[0]
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    h = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = w * h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0

@@ -1,0 +1,253 @@
+"""Registry operations. Each method is one transaction; callers never see a half-done change."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.errors import Conflict, NotFound
+from service.registry.db import Database
+from service.registry.models import Case, Photo, Template, TemplateChange
+
+CASE_FIELDS = (
+    "external_ref",
+    "display_name",
+    "sex",
+    "birth_date",
+    "age_at_disappearance",
+    "missing_since",
+    "region",
+    "status",
+)
+
+
+@dataclass(frozen=True)
+class NewTemplate:
+    model_id: str
+    vector: np.ndarray
+    kind: str = "original"
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    template_id: int
+    op: str
+    vector: bytes | None  # None for removals, and for adds whose template is gone since
+
+
+class Registry:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- cases -------------------------------------------------------------------------
+
+    def create_case(self, fields: dict[str, Any]) -> Case:
+        case = Case(**{k: v for k, v in fields.items() if k in CASE_FIELDS})
+        try:
+            with self.db.session() as s:
+                s.add(case)
+        except IntegrityError as err:
+            raise Conflict(
+                f"a case with external_ref {fields.get('external_ref')!r} exists"
+            ) from err
+        return case
+
+    def get_case(self, case_id: str) -> Case:
+        with self.db.session() as s:
+            return _case(s, case_id, load_photos=True)
+
+    def list_cases(self, offset: int, limit: int, status: str | None) -> tuple[list[Case], int]:
+        query = select(Case)
+        if status:
+            query = query.where(Case.status == status)
+        with self.db.session() as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(Case.created_at, Case.id).offset(offset).limit(limit))
+            return list(rows), total
+
+    def update_case(self, case_id: str, fields: dict[str, Any]) -> Case:
+        try:
+            with self.db.session() as s:
+                case = _case(s, case_id, load_photos=True)
+                for key, value in fields.items():
+                    if key in CASE_FIELDS:
+                        setattr(case, key, value)
+        except IntegrityError as err:
+            raise Conflict(
+                f"a case with external_ref {fields.get('external_ref')!r} exists"
+            ) from err
+        return case
+
+    def delete_case(self, case_id: str) -> list[str]:
+        """Delete the case with its photos and templates; returns the stored photo names
+        (the caller removes the files once this has committed)."""
+        with self.db.session() as s:
+            case = _case(s, case_id, load_photos=True)
+            names = [p.stored_name for p in case.photos]
+            _log_removals(s, s.scalars(select(Template).where(Template.case_id == case_id)))
+            s.execute(delete(Template).where(Template.case_id == case_id))
+            s.execute(delete(Photo).where(Photo.case_id == case_id))
+            s.delete(case)
+        return names
+
+    # -- photos and templates ------------------------------------------------------------
+
+    def add_photo(self, case_id: str, photo: Photo, templates: Sequence[NewTemplate]) -> Photo:
+        try:
+            with self.db.session() as s:
+                _case(s, case_id)
+                photo.case_id = case_id
+                s.add(photo)
+                s.flush()
+                rows = [
+                    Template(
+                        case_id=case_id,
+                        photo_id=photo.id,
+                        model_id=t.model_id,
+                        kind=t.kind,
+                        vector=_to_bytes(t.vector),
+                    )
+                    for t in templates
+                ]
+                s.add_all(rows)
+                s.flush()
+                s.add_all(
+                    TemplateChange(model_id=t.model_id, template_id=t.id, op="add") for t in rows
+                )
+        except IntegrityError as err:
+            raise Conflict("this photo is already enrolled for this case") from err
+        return photo
+
+    def delete_photo(self, case_id: str, photo_id: str) -> str:
+        with self.db.session() as s:
+            photo = s.get(Photo, photo_id)
+            if photo is None or photo.case_id != case_id:
+                raise NotFound(f"photo {photo_id} not found in case {case_id}")
+            _log_removals(s, s.scalars(select(Template).where(Template.photo_id == photo_id)))
+            s.execute(delete(Template).where(Template.photo_id == photo_id))
+            s.delete(photo)
+            return photo.stored_name
+
+    def photo_names(self) -> set[str]:
+        with self.db.session() as s:
+            return set(s.scalars(select(Photo.stored_name)))
+
+    def template_kinds(self, template_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """template id -> (case id, photo id, kind)."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Template.id, Template.case_id, Template.photo_id, Template.kind).where(
+                    Template.id.in_(list(template_ids))
+                )
+            )
+            return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def cases_by_id(self, case_ids: Sequence[str]) -> dict[str, Case]:
+        with self.db.session() as s:
+            return {c.id: c for c in s.scalars(select(Case).where(Case.id.in_(list(case_ids))))}
+
+    def template_ids_for_cases(self, model_id: str, case_ids: Sequence[str]) -> list[int]:
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(Template.id).where(
+                        Template.model_id == model_id, Template.case_id.in_(list(case_ids))
+                    )
+                )
+            )
+
+    def case_ages(
+        self, sex: str | None
+    ) -> list[tuple[str, date | None, float | None, date | None]]:
+        """(case id, birth date, age at disappearance, missing since) for the age filters."""
+        query = select(Case.id, Case.birth_date, Case.age_at_disappearance, Case.missing_since)
+        if sex:
+            query = query.where(Case.sex == sex)
+        with self.db.session() as s:
+            return [tuple(r) for r in s.execute(query)]  # type: ignore[misc]
+
+    # -- what the vector index is derived from ---------------------------------------------
+
+    def watermark(self, model_id: str) -> int:
+        with self.db.session() as s:
+            return int(
+                s.scalar(
+                    select(func.max(TemplateChange.seq)).where(TemplateChange.model_id == model_id)
+                )
+                or 0
+            )
+
+    def template_count(self, model_id: str) -> int:
+        with self.db.session() as s:
+            return int(
+                s.scalar(select(func.count(Template.id)).where(Template.model_id == model_id)) or 0
+            )
+
+    def changes_since(self, model_id: str, seq: int, limit: int = 10_000) -> list[Change]:
+        query = (
+            select(
+                TemplateChange.seq, TemplateChange.template_id, TemplateChange.op, Template.vector
+            )
+            .outerjoin(Template, Template.id == TemplateChange.template_id)
+            .where(TemplateChange.model_id == model_id, TemplateChange.seq > seq)
+            .order_by(TemplateChange.seq)
+            .limit(limit)
+        )
+        with self.db.session() as s:
+            return [
+                Change(r[0], r[1], r[2], r[3] if r[2] == "add" else None) for r in s.execute(query)
+            ]
+
+    def iter_templates(
+        self, model_id: str, block: int = 20_000
+    ) -> Iterator[tuple[list[int], bytes]]:
+        """All of a model's templates in id order, in blocks of (ids, concatenated vectors)."""
+        last = -1
+        while True:
+            with self.db.session() as s:
+                rows = s.execute(
+                    select(Template.id, Template.vector)
+                    .where(Template.model_id == model_id, Template.id > last)
+                    .order_by(Template.id)
+                    .limit(block)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[0] for r in rows], b"".join(r[1] for r in rows)
+
+    def add_synthetic_templates(
+        self, case_id: str, photo: Photo, model_id: str, vectors: np.ndarray
+    ) -> None:
+        """Bulk insert for benchmarks: many templates on one photo of one case."""
+        self.add_photo(case_id, photo, [NewTemplate(model_id, v) for v in vectors])
+
+
+def _case(s: Session, case_id: str, load_photos: bool = False) -> Case:
+    case = s.get(Case, case_id)
+    if case is None:
+        raise NotFound(f"case {case_id} not found")
+    if load_photos:
+        _ = case.photos  # load while the session is open
+    return case
+
+
+def _log_removals(s: Session, templates: Iterator[Template] | Any) -> None:
+    s.add_all(TemplateChange(model_id=t.model_id, template_id=t.id, op="remove") for t in templates)
+
+
+def _to_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def box_json(box: tuple[float, float, float, float]) -> str:
+    return json.dumps([round(v, 1) for v in box])

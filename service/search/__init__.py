@@ -1,0 +1,1 @@
+"""Vector search: the index is derived from the registry and can always be rebuilt."""

@@ -1,0 +1,60 @@
+"""Settings, built once at start-up from the environment (prefix ``HOMEWARD_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelBackend = Literal["auto", "sface", "insightface", "dlib"]
+IndexType = Literal["flat"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOMEWARD_", env_file=None, extra="ignore")
+
+    data_dir: Path = Path("index")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in the data dir"
+    )
+    model_backend: ModelBackend = "sface"
+    model_dir: Path = Path("models")
+    insightface_pack: str = "buffalo_l"
+    index_type: IndexType = "flat"
+
+    worker_threads: int = Field(default=2, ge=1, le=256, description="pool for blocking work")
+    inference_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op")
+    faiss_threads: int = Field(default=1, ge=1, le=256)
+
+    max_upload_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(default=40_000_000, ge=64 * 64)
+    max_faces_per_image: int = Field(default=10, ge=1, le=100)
+    default_candidates: int = Field(default=20, ge=1, le=50)
+    max_candidates: int = Field(default=50, ge=1, le=50)
+
+    min_face_px: int = Field(default=40, ge=8, description="enrollment: shorter side of the box")
+    min_sharpness: float = Field(default=15.0, ge=0, description="Laplacian variance, 112px chip")
+    max_yaw_degrees: float = Field(default=50.0, gt=0, le=90)
+    min_detection_score: float = Field(default=0.6, gt=0, lt=1)
+
+    admin_key: SecretStr | None = None
+    log_level: str = "INFO"
+
+    @field_validator("max_candidates")
+    @classmethod
+    def _cap(cls, value: int) -> int:
+        return min(value, 50)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'homeward.db'}"
+
+    @property
+    def photo_dir(self) -> Path:
+        return self.data_dir / "photos"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "faiss"

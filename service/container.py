@@ -54,3 +54,17 @@ def build_services(settings: Settings, backend: FaceBackend | None = None) -> Se
     keeper.open()
     homeward = Homeward(settings, registry, photos, pipeline, keeper)
     return Services(settings, db, registry, ApiKeys(db), homeward)
+
+
+def ensure_admin_key(keys: ApiKeys, settings: Settings) -> None:
+    """Create the first admin key (or register ``HOMEWARD_ADMIN_KEY``); a created key is
+    logged once, here, and never again."""
+    configured = settings.admin_key.get_secret_value() if settings.admin_key else None
+    key = keys.bootstrap_admin(configured)
+    if key:
+        logger.warning(
+            "\n\n  First start: created the admin API key (shown once, store it now):\n"
+            "    %s\n  Send it as the X-API-Key header. Set HOMEWARD_ADMIN_KEY to choose "
+            "it yourself.\n",
+            key,
+        )

@@ -16,7 +16,7 @@ from service import __version__
 from service.api import errors
 from service.api.deps import AppState
 from service.api.routes import cases, match, system
-from service.container import Services, build_services
+from service.container import Services, build_services, ensure_admin_key
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="homeward")
         built = await asyncio.get_running_loop().run_in_executor(pool, services, settings)
-        announce_admin_key(built, settings)
+        ensure_admin_key(built.keys, settings)
         app.state.homeward = AppState(built, pool)
         snapshots = asyncio.create_task(_snapshot_periodically(app.state.homeward))
         try:
@@ -59,18 +59,6 @@ def create_app(
     for router in (cases.router, match.router, system.router):
         app.include_router(router)
     return app
-
-
-def announce_admin_key(services: Services, settings: Settings) -> None:
-    configured = settings.admin_key.get_secret_value() if settings.admin_key else None
-    key = services.keys.bootstrap_admin(configured)
-    if key:
-        logger.warning(
-            "\n\n  First start: created the admin API key (shown once, store it now):\n"
-            "    %s\n  Send it as the X-API-Key header. Set HOMEWARD_ADMIN_KEY to choose it "
-            "yourself.\n",
-            key,
-        )
 
 
 def _limit_body(

@@ -15,6 +15,11 @@ _FRONTAL_NOSE_RATIO = float(
     (REFERENCE_LANDMARKS[2, 1] - REFERENCE_LANDMARKS[:2, 1].mean())
     / (REFERENCE_LANDMARKS[3:, 1].mean() - REFERENCE_LANDMARKS[:2, 1].mean())
 )
+_INNER = slice(24, 100)  # rows/columns of the 112 px chip from brows to chin, cheek to cheek
+
+# Nose offset (in half eye distances) -> tan(yaw); set so a face judged by eye to be
+# turned about 45 degrees reads about 45.
+_YAW_GAIN = 0.7
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,21 @@ def assess(face: DetectedFace, chip: Image, limits: QualityThresholds) -> FaceQu
 
 
 def laplacian_variance(chip: Image) -> float:
+    """Sharpness of the inner face (eyes to mouth) of a chip at 112 px. The chip's rim is
+    left out: it holds background and, for faces near the image edge, the warp's black
+    fill, whose hard edge would read as detail."""
     grey = cv2.cvtColor(chip, cv2.COLOR_BGR2GRAY)
     if grey.shape[0] != CHIP_SIZE:
         grey = cv2.resize(grey, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    inner = grey[_INNER, _INNER]
+    return float(cv2.Laplacian(inner, cv2.CV_64F).var())
 
 
 def estimate_pose(face: DetectedFace) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees. Roll is the eye line's angle; after undoing it, yaw
-    follows from the nose's sideways offset (nose depth taken as half the eye distance)
-    and pitch from the nose's height between the eye and mouth lines."""
+    follows from the nose tip's sideways offset against half the eye distance, and pitch
+    from the nose's height between the eye and mouth lines. Rough by design: enough to
+    flag profiles, not a head-pose model."""
     pts = np.asarray(face.landmarks, dtype=np.float64)
     right_eye, left_eye, nose = pts[0], pts[1], pts[2]
     mouth = pts[3:].mean(axis=0)
@@ -84,7 +94,7 @@ def estimate_pose(face: DetectedFace) -> tuple[float, float, float]:
     eye_mid = (right_eye + left_eye) / 2
     nose_r, mouth_r = rot @ (nose - eye_mid), rot @ (mouth - eye_mid)
     half_eye = max(math.hypot(dx, dy) / 2, 1e-6)
-    yaw = math.degrees(math.atan(nose_r[0] / half_eye))
+    yaw = math.degrees(math.atan(_YAW_GAIN * nose_r[0] / half_eye))
     ratio = nose_r[1] / mouth_r[1] if abs(mouth_r[1]) > 1e-6 else _FRONTAL_NOSE_RATIO
     pitch = math.degrees(math.atan((ratio - _FRONTAL_NOSE_RATIO) * 2.0))
     return yaw, pitch, math.degrees(roll)

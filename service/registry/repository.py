@@ -65,6 +65,10 @@ class Registry:
         with self.db.session() as s:
             return _case(s, case_id, load_photos=True)
 
+    def find_case_by_ref(self, external_ref: str) -> Case | None:
+        with self.db.session() as s:
+            return s.scalar(select(Case).where(Case.external_ref == external_ref))
+
     def list_cases(self, offset: int, limit: int, status: str | None) -> tuple[list[Case], int]:
         query = select(Case)
         if status:

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real SFace backend (loaded once), isolated data dirs, API clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.container import build_services
+from service.faces.base import FaceBackend
+from service.faces.factory import load_backend
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+HEADERS = {"X-API-Key": ADMIN_KEY}
+
+
+@pytest.fixture(scope="session")
+def sface_backend() -> FaceBackend:
+    return load_backend(Settings(model_dir=REPO / "models", model_backend="sface"))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "model_dir": REPO / "models",
+            "model_backend": "sface",
+            "admin_key": ADMIN_KEY,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def start_app(sface_backend: FaceBackend) -> Callable[[Settings], TestClient]:
+    """A TestClient for a real app on the given settings; enter it with ``with``."""
+
+    def start(settings: Settings) -> TestClient:
+        app = create_app(settings, services=lambda s: build_services(s, sface_backend))
+        client = TestClient(app)
+        client.headers.update(HEADERS)
+        return client
+
+    return start
+
+
+@pytest.fixture
+def client(
+    make_settings: Callable[..., Settings], start_app: Callable[[Settings], TestClient]
+) -> Iterator[TestClient]:
+    with start_app(make_settings()) as c:
+        yield c

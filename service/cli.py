@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import logging
 import sys
 from collections import Counter
@@ -102,7 +103,7 @@ def enroll(ctx: click.Context, csv_file: Path) -> None:
             rejected.append((line, row.get("photo", ""), _reason(err)))
     svc.close()
     click.echo(f"enrolled {enrolled} photo(s); rejected {len(rejected)}")
-    for reason, count in Counter(r for _, _, r in rejected).most_common():
+    for reason, count in Counter(_kind(r) for _, _, r in rejected).most_common():
         click.echo(f"  {count:5d}  {reason}")
     for line, photo, reason in rejected:
         click.echo(f"  line {line}: {photo}: {reason}", err=True)
@@ -134,10 +135,17 @@ def enroll_row(svc: Services, row: dict[str, str], base: Path) -> None:
 
 def _reason(err: Exception) -> str:
     if isinstance(err, ValidationError):
-        return "invalid case fields: " + "; ".join(e["msg"] for e in err.errors())
+        return "invalid case fields: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()
+        )
     if isinstance(err, FileNotFoundError):
         return "photo file not found"
-    return str(err).split(":")[0] if isinstance(err, HomewardError) else str(err)
+    return str(err)
+
+
+def _kind(reason: str) -> str:
+    """A reason with its numbers blanked, so the summary groups alike rejections."""
+    return re.sub(r"\d+(\.\d+)?", "#", reason)
 
 
 @main.command()

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
 
     min_face_px: int = Field(default=40, ge=8, description="enrollment: shorter side of the box")
     min_sharpness: float = Field(default=10.0, ge=0, description="Laplacian variance, 112px chip")
-    max_yaw_degrees: float = Field(default=55.0, gt=0, le=90)
+    max_yaw_degrees: float = Field(default=65.0, gt=0, le=90)
     min_detection_score: float = Field(default=0.6, gt=0, lt=1)
 
     admin_key: SecretStr | None = None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from service.errors import Conflict, NotFound
 from service.registry.db import Database
@@ -75,7 +75,12 @@ class Registry:
             query = query.where(Case.status == status)
         with self.db.session() as s:
             total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = s.scalars(query.order_by(Case.created_at, Case.id).offset(offset).limit(limit))
+            rows = s.scalars(
+                query.options(selectinload(Case.photos))
+                .order_by(Case.created_at, Case.id)
+                .offset(offset)
+                .limit(limit)
+            )
             return list(rows), total
 
     def update_case(self, case_id: str, fields: dict[str, Any]) -> Case:

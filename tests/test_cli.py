@@ -1,0 +1,109 @@
+"""The ``homeward`` command on a real data directory."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from service.cli import main
+from tests.conftest import ADMIN_KEY, REPO
+from tests.faces_of_t1 import altered_probe, blank_photo, face_crop
+from tests.images import encode
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("HOMEWARD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOMEWARD_MODEL_DIR", str(REPO / "models"))
+    monkeypatch.setenv("HOMEWARD_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("HOMEWARD_LOG_LEVEL", "WARNING")
+    return CliRunner()
+
+
+def write_enrollment_csv(folder: Path) -> Path:
+    rows = []
+    for i in range(6):
+        (folder / f"face{i}.jpg").write_bytes(encode(face_crop(i)))
+        rows.append(
+            {
+                "external_ref": f"R-{i}",
+                "display_name": f"Child {i}",
+                "sex": "unknown",
+                "photo": f"face{i}.jpg",
+                "age_at_photo": "7",
+            }
+        )
+    (folder / "blank.jpg").write_bytes(blank_photo())
+    rows.append({"external_ref": "R-9", "display_name": "No face", "photo": "blank.jpg"})
+    rows.append({"external_ref": "R-8", "display_name": "Missing file", "photo": "gone.jpg"})
+    rows.append(
+        {"external_ref": "R-7", "display_name": "Bad sex", "sex": "x", "photo": "face0.jpg"}
+    )
+    path = folder / "cases.csv"
+    with path.open("w", newline="") as handle:
+        fields = ["external_ref", "display_name", "sex", "photo", "age_at_photo"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_enroll_then_match(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["enroll", str(write_enrollment_csv(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "enrolled 6 photo(s); rejected 3" in result.output
+    assert "no face was found in the photo" in result.output
+    assert "photo file not found" in result.output
+    assert "invalid case fields" in result.output
+
+    probe = tmp_path / "probe.jpg"
+    probe.write_bytes(altered_probe(3))
+    result = runner.invoke(main, ["match", str(probe), "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    first_row = next(line for line in result.output.splitlines() if line.strip().startswith("1 "))
+    assert "R-3" in first_row
+    assert "not matches" in result.output
+
+    stats = runner.invoke(main, ["index", "stats"])
+    assert "templates       6" in stats.output and "registry count  6" in stats.output
+    rebuilt = runner.invoke(main, ["index", "rebuild"])
+    assert rebuilt.exit_code == 0 and "rebuilt: 6 templates" in rebuilt.output
+
+
+def test_match_without_a_face_fails_clearly(runner: CliRunner, tmp_path: Path) -> None:
+    photo = tmp_path / "blank.jpg"
+    photo.write_bytes(blank_photo())
+    result = runner.invoke(main, ["match", str(photo)])
+    assert result.exit_code == 1 and "no face was found" in result.output
+
+
+def test_enroll_needs_the_columns(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,file\nA,a.jpg\n")
+    result = runner.invoke(main, ["enroll", str(bad)])
+    assert result.exit_code == 2 and "needs the columns" in result.output
+
+
+def test_keys_create_list_revoke(runner: CliRunner) -> None:
+    created = runner.invoke(main, ["keys", "create", "--name", "registry app"])
+    assert created.exit_code == 0, created.output
+    key_id = created.output.split()[2]
+    key = created.output.strip().splitlines()[-1]
+    assert key.startswith("hw_")
+    listed = runner.invoke(main, ["keys", "list"]).output
+    assert key_id in listed and "registry app" in listed and key not in listed
+    assert runner.invoke(main, ["keys", "revoke", key_id]).exit_code == 0
+    rows = runner.invoke(main, ["keys", "list"]).output.splitlines()
+    revoked_row = next(r for r in rows if key_id in r)
+    assert revoked_row.split()[4] != "-"  # id, role, created date + time, revoked
+    assert runner.invoke(main, ["keys", "revoke", "nope"]).exit_code == 1
+    assert runner.invoke(main, ["keys", "create", "--name", "x", "--role", "god"]).exit_code == 2
+
+
+def test_bad_setting_is_a_usage_error(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOMEWARD_MODEL_BACKEND", "facenet")
+    result = runner.invoke(main, ["index", "stats"])
+    assert result.exit_code == 2 and "HOMEWARD_" in result.output

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import re
 import logging
+import re
 import sys
 from collections import Counter
 from datetime import date

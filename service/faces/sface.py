@@ -26,6 +26,8 @@ class SFaceBackend(FaceBackend):
     def __init__(
         self, detector: Path, recogniser: Path, *, threads: int = 1, score_threshold: float = 0.6
     ) -> None:
+        # errors only: OpenCV 5 warns about DNN targets it ignores
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._detector = cv2.FaceDetectorYN.create(
             str(detector), "", (320, 320), score_threshold, 0.3, 5000
         )

@@ -100,12 +100,12 @@ class Registry:
         """Delete the case with its photos and templates; returns the stored photo names
         (the caller removes the files once this has committed)."""
         with self.db.session() as s:
-            case = _case(s, case_id, load_photos=True)
-            names = [p.stored_name for p in case.photos]
+            _case(s, case_id)
+            names = list(s.scalars(select(Photo.stored_name).where(Photo.case_id == case_id)))
             _log_removals(s, s.scalars(select(Template).where(Template.case_id == case_id)))
             s.execute(delete(Template).where(Template.case_id == case_id))
             s.execute(delete(Photo).where(Photo.case_id == case_id))
-            s.delete(case)
+            s.execute(delete(Case).where(Case.id == case_id))
         return names
 
     # -- photos and templates ------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""The registry and the whole service on the local PostgreSQL server (production's database)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from service.settings import Settings
+from tests.faces_of_t1 import altered_probe, face_crop
+from tests.images import encode
+
+pytestmark = pytest.mark.postgres
+
+SERVER = os.environ.get("HOMEWARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    name = f"homeward_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_service_on_postgres(
+    postgres_url: str,
+    make_settings: Callable[..., Settings],
+    start_app: Callable[[Settings], TestClient],
+) -> None:
+    settings = make_settings(database_url=postgres_url)
+    with start_app(settings) as client:
+        ids = []
+        for i in range(3):
+            case_id = client.post(
+                "/v1/cases", json={"display_name": f"C{i}", "external_ref": f"P-{i}"}
+            ).json()["id"]
+            r = client.post(
+                f"/v1/cases/{case_id}/photos",
+                files={"file": ("a.jpg", encode(face_crop(i)), "image/jpeg")},
+            )
+            assert r.status_code == 201, r.text
+            ids.append(case_id)
+        r = client.post("/v1/match", files={"file": ("p.jpg", altered_probe(1), "image/jpeg")})
+        assert r.json()["faces"][0]["candidates"][0]["case_id"] == ids[1]
+        assert (
+            client.post("/v1/cases", json={"display_name": "D", "external_ref": "P-0"}).status_code
+            == 409
+        )
+        assert client.delete(f"/v1/cases/{ids[1]}").status_code == 204
+        created = client.get(f"/v1/cases/{ids[0]}").json()["created_at"]
+        assert created.endswith(("Z", "+00:00"))
+    with start_app(settings) as again:
+        info = again.get("/v1/info").json()
+        assert info["index_opened"] == "loaded" and info["index_size"] == 2

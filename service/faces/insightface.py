@@ -13,7 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from service.errors import ModelUnavailable
 from service.faces import model_files
@@ -26,6 +25,7 @@ from service.faces.base import (
     Image,
     l2_normalise,
 )
+from service.faces.onnx import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class InsightFaceBackend(FaceBackend):
             if not path.is_file():
                 raise ModelUnavailable(f"model file {path} is missing; {model_files.FETCH_HINT}")
         self.det_threshold = det_threshold
-        self._detector = _session(detector_path, threads)
-        self._recogniser = _session(recogniser_path, threads)
+        self._detector = cpu_session(detector_path, threads)
+        self._recogniser = cpu_session(recogniser_path, threads)
         self._det_input = _check_detector(self._detector, detector_path)
         self._det_size = _detector_size(self._detector, det_size)
         self._anchors = _anchor_tables(self._detector, self._det_input, self._det_size)
@@ -108,19 +108,6 @@ class InsightFaceBackend(FaceBackend):
             points.append(centre[:, None, :] + kps)
             scores.append(score[keep])
         return np.concatenate(boxes), np.concatenate(points), np.concatenate(scores)
-
-
-def _session(path: Path, threads: int) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as err:  # onnxruntime raises its own exception types for bad files
-        raise ModelUnavailable(f"cannot load ONNX model {path}: {err}") from err
 
 
 def _check_detector(session: Any, path: Path) -> str:

@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
@@ -15,9 +15,11 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from service.api.schemas import CaseCreate
-from service.container import Services, build_services, ensure_admin_key, open_database
+from service.audit import Actor
+from service.container import Core, Services, build_services, ensure_admin_key, open_core
 from service.errors import HomewardError
-from service.registry.keys import ROLES, ApiKeys
+from service.registry.keys import ADMIN_ORG, ROLES
+from service.registry.models import Organisation
 from service.settings import Settings
 
 logger = logging.getLogger("homeward")
@@ -68,9 +70,9 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     # Migrate and create the first admin key once, before any worker starts.
-    db = open_database(settings)
-    ensure_admin_key(ApiKeys(db), settings)
-    db.engine.dispose()
+    core = open_core(settings)
+    ensure_admin_key(core.keys, settings)
+    core.db.engine.dispose()
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
@@ -81,10 +83,29 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     )
 
 
+def cli_actor(svc: Services | Core, org_name: str = ADMIN_ORG) -> Actor:
+    """The command line acts as an administrator of ``org_name`` (created on first use)."""
+    org = find_or_create_org(svc, org_name)
+    return Actor("cli", org.id, frozenset({"admin"}))
+
+
+def find_or_create_org(svc: Services | Core, name: str) -> Organisation:
+    return next((o for o in svc.keys.list_orgs() if o.name == name), None) or svc.keys.create_org(
+        name
+    )
+
+
 @main.command()
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--org",
+    "org_name",
+    default=ADMIN_ORG,
+    show_default=True,
+    help="the organisation that owns the new cases (created if missing)",
+)
 @click.pass_context
-def enroll(ctx: click.Context, csv_file: Path) -> None:
+def enroll(ctx: click.Context, csv_file: Path, org_name: str) -> None:
     """Bulk-enroll cases and photos from a CSV.
 
     One row per photo: external_ref, display_name, photo (path, relative to the CSV), and
@@ -93,11 +114,12 @@ def enroll(ctx: click.Context, csv_file: Path) -> None:
     """
     rows = read_csv(csv_file)
     svc = services(ctx)
+    actor = cli_actor(svc, org_name)
     rejected: list[tuple[int, str, str]] = []
     enrolled = 0
     for line, row in tqdm(rows, desc="enrolling", unit="photo"):
         try:
-            enroll_row(svc, row, csv_file.parent)
+            enroll_row(svc, actor, row, csv_file.parent)
             enrolled += 1
         except (HomewardError, ValidationError, ValueError, OSError) as err:
             rejected.append((line, row.get("photo", ""), _reason(err)))
@@ -118,14 +140,15 @@ def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
         return [(n, row) for n, row in enumerate(reader, start=2)]
 
 
-def enroll_row(svc: Services, row: dict[str, str], base: Path) -> None:
+def enroll_row(svc: Services, actor: Actor, row: dict[str, str], base: Path) -> None:
     fields = {k: row[k].strip() for k in CSV_CASE_COLUMNS if (row.get(k) or "").strip()}
-    case = svc.registry.find_case_by_ref(fields.get("external_ref", ""))
+    case = svc.registry.find_case_by_ref(fields.get("external_ref", ""), actor.org_id)
     if case is None:
-        case = svc.registry.create_case(CaseCreate.model_validate(fields).model_dump())
+        case = svc.homeward.create_case(actor, CaseCreate.model_validate(fields).model_dump())
     photo = Path(row["photo"])
     data = (photo if photo.is_absolute() else base / photo).read_bytes()
     svc.homeward.enroll_photo(
+        actor,
         case.id,
         data,
         taken_on=date.fromisoformat(row["taken_on"]) if row.get("taken_on") else None,
@@ -156,7 +179,7 @@ def match(ctx: click.Context, photo: Path, top_k: int) -> None:
     """Match a photo and print the candidates of each face (for human review)."""
     svc = services(ctx)
     try:
-        result = svc.homeward.match(photo.read_bytes(), top_k=top_k)
+        result = svc.homeward.match(cli_actor(svc), photo.read_bytes(), top_k=top_k)
     except HomewardError as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -211,43 +234,145 @@ def rebuild(ctx: click.Context) -> None:
 
 @main.group()
 def keys() -> None:
-    """API keys (stored hashed; a key is shown only when created)."""
+    """API keys (stored as HMACs; a key is shown only when created)."""
 
 
-def _keys(settings: Settings) -> ApiKeys:
-    return ApiKeys(open_database(settings))
+def _core(settings: Settings) -> Core:
+    try:
+        return open_core(settings)
+    except HomewardError as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _audited(core: Core, action: str, target: str) -> None:
+    core.audit.record(cli_actor(core), action, target=target)
 
 
 @keys.command("create")
 @click.option("--name", required=True)
-@click.option("--role", type=click.Choice(ROLES), default="registry", show_default=True)
+@click.option("--org", "org_name", required=True, help="organisation name (created if missing)")
+@click.option(
+    "--role",
+    "roles",
+    type=click.Choice(ROLES),
+    multiple=True,
+    required=True,
+    help="repeat for several roles",
+)
+@click.option("--expires", type=click.DateTime(), help="expiry (UTC)")
 @click.pass_obj
-def keys_create(settings: Settings, name: str, role: str) -> None:
-    row, key = _keys(settings).create(name, role)
-    click.echo(f"created key {row.key_id} ({role}); shown once, store it now:\n{key}")
+def keys_create(
+    settings: Settings, name: str, org_name: str, roles: tuple[str, ...], expires: datetime | None
+) -> None:
+    core = _core(settings)
+    org = find_or_create_org(core, org_name)
+    try:
+        row, key = core.keys.create(
+            name, org.id, roles, expires.replace(tzinfo=UTC) if expires else None
+        )
+    except HomewardError as err:
+        raise click.ClickException(str(err)) from err
+    _audited(core, "key.create", row.key_id)
+    click.echo(
+        f"created key {row.key_id} ({','.join(sorted(roles))} in {org.name}); "
+        f"shown once, store it now:\n{key}"
+    )
 
 
 @keys.command("list")
 @click.pass_obj
 def keys_list(settings: Settings) -> None:
-    click.echo(f"{'id':12}  {'role':8}  {'created':20}  {'revoked':20}  name")
-    for row in _keys(settings).list():
-        revoked = row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "-"
+    core = _core(settings)
+    orgs = {o.id: o.name for o in core.keys.list_orgs()}
+    click.echo(
+        f"{'id':12}  {'roles':24}  {'created':16}  {'expires':16}  {'revoked':16}  org / name"
+    )
+    for row in core.keys.list():
         click.echo(
-            f"{row.key_id:12}  {row.role:8}  {row.created_at:%Y-%m-%d %H:%M}{'':4}  "
-            f"{revoked:20}  {row.name}"
+            f"{row.key_id:12}  {row.roles:24}  {_when(row.created_at):16}  "
+            f"{_when(row.expires_at):16}  {_when(row.revoked_at):16}  "
+            f"{orgs.get(row.org_id, '?')} / {row.name}"
         )
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
 @keys.command("revoke")
 @click.argument("key_id")
 @click.pass_obj
 def keys_revoke(settings: Settings, key_id: str) -> None:
+    core = _core(settings)
     try:
-        row = _keys(settings).revoke(key_id)
+        row = core.keys.revoke(key_id)
     except HomewardError as err:
         raise click.ClickException(str(err)) from err
+    _audited(core, "key.revoke", key_id)
     click.echo(f"revoked {row.key_id} ({row.name})")
+
+
+@main.group()
+def orgs() -> None:
+    """Organisations (they own cases and receive confirmed candidates)."""
+
+
+@orgs.command("create")
+@click.argument("name")
+@click.pass_obj
+def orgs_create(settings: Settings, name: str) -> None:
+    core = _core(settings)
+    try:
+        org = core.keys.create_org(name)
+    except HomewardError as err:
+        raise click.ClickException(str(err)) from err
+    _audited(core, "org.create", org.id)
+    click.echo(f"created organisation {org.id} ({org.name})")
+
+
+@orgs.command("list")
+@click.pass_obj
+def orgs_list(settings: Settings) -> None:
+    for org in _core(settings).keys.list_orgs():
+        click.echo(f"{org.id}  {org.name}  webhook: {org.webhook_url or '-'}")
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(settings: Settings) -> None:
+    """Check every record's hash and the chain; exit 1 if anything was edited or removed."""
+    result = _core(settings).audit.verify()
+    for problem in result.problems:
+        click.echo(f"  {problem}", err=True)
+    if not result.ok:
+        raise click.ClickException(
+            f"audit log damaged: {len(result.problems)} problem(s) in {result.records} records"
+        )
+    click.echo(f"audit log intact: {result.records} records")
+
+
+@main.group()
+def retention() -> None:
+    """Purging what the retention periods say must go."""
+
+
+@retention.command("run")
+@click.pass_context
+def retention_run(ctx: click.Context) -> None:
+    """Purge closed cases and unconfirmed sightings past their periods; print the counts."""
+    from service.retention import run_retention
+
+    svc = services(ctx)
+    report = run_retention(svc.homeward)
+    svc.close()
+    click.echo(
+        f"purged {report.cases_purged} closed case(s) and {report.sightings_purged} sighting(s)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The use cases: enroll a case photo, match a photo, delete. Ties faces, registry and index.
+"""The use cases of the gallery: enroll a case photo, match a photo, view and delete.
 
 Every match result is a candidate list for people to review; nothing here decides a match.
+Every search, photo view and deletion is written to the audit log before it is answered.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 
+from service.audit import Actor, AuditLog
 from service.errors import NoFaceFound
 from service.faces.intake import DecodedImage, decode_upload
 from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline
@@ -28,16 +31,18 @@ class MatchFilters:
     sex: str | None = None
     min_age: float | None = None
     max_age: float | None = None
+    scope: str | None = None  # only this organisation's cases
 
     @property
     def active(self) -> bool:
-        return self.sex is not None or self.min_age is not None or self.max_age is not None
+        return any(v is not None for v in (self.sex, self.min_age, self.max_age, self.scope))
 
 
 @dataclass(frozen=True)
 class Candidate:
     rank: int
     case_id: str
+    org_id: str
     external_ref: str | None
     score: float
     photo_id: str
@@ -56,7 +61,12 @@ class MatchResult:
     faces: list[FaceMatch]
     model_id: str
     index_generation: int
+    image: DecodedImage
     review_required: bool = True
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [c.case_id for f in self.faces for c in f.candidates]
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,11 @@ class Enrollment:
     photo: Photo
     analysed: AnalysedFace
     warnings: list[str] = field(default_factory=list)
+
+
+def scope_of(actor: Actor) -> str | None:
+    """The organisation whose cases an actor may touch; None (all) for admins."""
+    return None if actor.is_admin else actor.org_id
 
 
 class Homeward:
@@ -74,12 +89,14 @@ class Homeward:
         photos: PhotoStore,
         pipeline: FacePipeline,
         keeper: IndexKeeper,
+        audit: AuditLog,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.photos = photos
         self.pipeline = pipeline
         self.keeper = keeper
+        self.audit = audit
 
     @property
     def model_id(self) -> str:
@@ -90,10 +107,31 @@ class Homeward:
             data, max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_pixels
         )
 
+    # -- cases -----------------------------------------------------------------------------
+
+    def create_case(self, actor: Actor, fields: dict[str, Any]) -> Case:
+        case = self.registry.create_case(actor.org_id or "", fields)
+        self.audit.record(actor, "case.create", target=case.id)
+        return self.registry.get_case(case.id)
+
+    def get_case(self, actor: Actor, case_id: str) -> Case:
+        return self.registry.get_case(case_id, scope_of(actor))
+
+    def list_cases(
+        self, actor: Actor, offset: int, limit: int, status: str | None
+    ) -> tuple[list[Case], int]:
+        return self.registry.list_cases(offset, limit, status, scope_of(actor))
+
+    def update_case(self, actor: Actor, case_id: str, fields: dict[str, Any]) -> Case:
+        case = self.registry.update_case(case_id, fields, scope_of(actor))
+        self.audit.record(actor, "case.update", target=case_id, detail={"fields": sorted(fields)})
+        return case
+
     # -- enrollment ----------------------------------------------------------------------
 
     def enroll_photo(
         self,
+        actor: Actor,
         case_id: str,
         data: bytes,
         *,
@@ -101,7 +139,8 @@ class Homeward:
         age_at_photo: float | None = None,
         choice: FaceChoice | None = None,
     ) -> Enrollment:
-        self.registry.get_case(case_id)  # 404 before any model work
+        scope = scope_of(actor)
+        self.registry.get_case(case_id, scope)  # 404 before any model work
         image = self.decode(data)
         analysed = self.pipeline.analyse_for_enrollment(image.pixels, choice)
         photo = Photo(
@@ -116,55 +155,102 @@ class Homeward:
         photo.stored_name = f"{photo.id}.jpg"
         self.photos.put(photo.stored_name, image.clean_jpeg)
         try:
-            self.registry.add_photo(case_id, photo, [NewTemplate(self.model_id, analysed.template)])
+            self.registry.add_photo(
+                case_id, photo, [NewTemplate(self.model_id, analysed.template)], scope
+            )
         except BaseException:
             self.photos.delete(photo.stored_name)
             raise
         self.keeper.catch_up()
+        self.audit.record(
+            actor,
+            "photo.enroll",
+            target=case_id,
+            input_sha256=image.upload_sha256,
+            results=[photo.id],
+        )
         return Enrollment(photo, analysed)
 
-    def delete_photo(self, case_id: str, photo_id: str) -> None:
-        name = self.registry.delete_photo(case_id, photo_id)
+    def photo_bytes(self, actor: Actor, case_id: str, photo_id: str) -> bytes:
+        """A stored case photo (decrypted), for people who may see it; the view is audited."""
+        photo = self.registry.get_photo(case_id, photo_id, scope_of(actor))
+        self.audit.record(actor, "photo.view", target=case_id, results=[photo_id])
+        return self.photos.read(photo.stored_name)
+
+    def delete_photo(self, actor: Actor, case_id: str, photo_id: str) -> None:
+        name = self.registry.delete_photo(case_id, photo_id, scope_of(actor))
         self.photos.delete(name)
         self.keeper.catch_up()
+        self.audit.record(actor, "photo.delete", target=case_id, results=[photo_id])
 
-    def delete_case(self, case_id: str) -> None:
-        for name in self.registry.delete_case(case_id):
+    def delete_case(self, actor: Actor, case_id: str, action: str = "case.delete") -> None:
+        for name in self.registry.delete_case(case_id, scope_of(actor)):
             self.photos.delete(name)
         self.keeper.catch_up()
+        self.audit.record(actor, action, target=case_id)
 
     # -- matching ------------------------------------------------------------------------
 
     def match(
-        self, data: bytes, *, top_k: int, filters: MatchFilters = MatchFilters()
+        self,
+        actor: Actor,
+        data: bytes,
+        *,
+        top_k: int,
+        filters: MatchFilters = MatchFilters(),
+        min_score: float | None = None,
+        action: str = "match",
     ) -> MatchResult:
+        """Candidates for every face; audited (with the upload's hash and the candidate
+        cases) before it is returned, so an unwritable audit log fails the search."""
         image = self.decode(data)
+        result = self.search(image, top_k=top_k, filters=filters, min_score=min_score)
+        self.audit.record(
+            actor,
+            action,
+            input_sha256=image.upload_sha256,
+            results=result.case_ids,
+            detail={"faces": len(result.faces), "top_k": top_k},
+        )
+        return result
+
+    def search(
+        self,
+        image: DecodedImage,
+        *,
+        top_k: int,
+        filters: MatchFilters = MatchFilters(),
+        min_score: float | None = None,
+    ) -> MatchResult:
         faces = self.pipeline.analyse_all(image.pixels)
         if not faces:
             raise NoFaceFound("no face was found in the photo")
         self.keeper.catch_up()
+        floor = max(self.settings.score_floor, min_score if min_score is not None else -1.0)
         allowed = self._allowed_templates(filters)
-        queries = np.stack([f.template for f in faces])
+        top_k = min(top_k, self.settings.max_candidates)
         return MatchResult(
             faces=[
-                FaceMatch(face, self._candidates(query, top_k, allowed))
-                for face, query in zip(faces, queries, strict=True)
+                FaceMatch(face, self._candidates(face.template, top_k, allowed, floor))
+                for face in faces
             ],
             model_id=self.model_id,
             index_generation=self.keeper.generation,
+            image=image,
         )
 
     def _candidates(
-        self, query: np.ndarray, top_k: int, allowed: np.ndarray | None
+        self, query: np.ndarray, top_k: int, allowed: np.ndarray | None, floor: float
     ) -> list[Candidate]:
-        """The top_k best cases (each at its best-scoring template), highest score first.
-        Several templates of one case can fill the raw top list, so it widens as needed."""
+        """The top_k best cases (each at its best-scoring template) scoring at least the
+        floor, highest first. Several templates of one case can fill the raw top list, so
+        the search widens as needed."""
         index = self.keeper.index
         fetch = top_k * 4
         while True:
             scores, ids = index.search(query[None], fetch, allowed)
-            best = self._best_per_case(scores[0], ids[0])
-            if len(best) >= top_k or fetch >= len(index):
+            best = self._best_per_case(scores[0], ids[0], floor)
+            if len(best) >= top_k or fetch >= len(index) or scores[0][-1] < floor:
                 break
             fetch *= 4
         cases = self.registry.cases_by_id([c for c, _, _, _ in best])
@@ -172,6 +258,7 @@ class Homeward:
             Candidate(
                 rank=rank,
                 case_id=case_id,
+                org_id=cases[case_id].org_id,
                 external_ref=cases[case_id].external_ref,
                 score=round(score, 4),
                 photo_id=photo_id,
@@ -182,9 +269,11 @@ class Homeward:
         ]
 
     def _best_per_case(
-        self, scores: np.ndarray, ids: np.ndarray
+        self, scores: np.ndarray, ids: np.ndarray, floor: float
     ) -> list[tuple[str, float, str, str]]:
-        hits = [(int(i), float(s)) for s, i in zip(scores, ids, strict=True) if i >= 0]
+        hits = [
+            (int(i), float(s)) for s, i in zip(scores, ids, strict=True) if i >= 0 and s >= floor
+        ]
         owners = self.registry.template_kinds([i for i, _ in hits])
         best: dict[str, tuple[str, float, str, str]] = {}
         for template_id, score in hits:  # already sorted by score
@@ -199,7 +288,7 @@ class Homeward:
         today = date.today()
         case_ids = [
             row[0]
-            for row in self.registry.case_ages(filters.sex)
+            for row in self.registry.case_ages(filters.sex, filters.scope)
             if _age_in_range(expected_age(*row[1:], today), filters)
         ]
         ids = self.registry.template_ids_for_cases(self.model_id, case_ids) if case_ids else []

@@ -42,6 +42,24 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None
     log_level: str = "INFO"
 
+    # Secrets: the HMAC key for API-key hashes and the AES-256-GCM key for stored photos
+    # (base64, 32 bytes each). Unset, they are read from ``secrets_file`` (created on first
+    # start), which must lie outside the data dir: a copy of the data alone reveals nothing.
+    secret_key: SecretStr | None = None
+    photo_key: SecretStr | None = None
+    secrets_file: Path = Path.home() / ".config" / "homeward" / "secrets.json"
+
+    score_floor: float = Field(default=0.05, ge=-1, le=1, description="clients may only raise it")
+    case_retention_days: float = Field(default=30, ge=0)
+    sighting_retention_days: float = Field(default=90, ge=0)
+    rate_limits: dict[str, int] = Field(
+        default={"volunteer": 30, "reviewer": 600, "registry": 600, "admin": 1200},
+        description="requests per minute per key, by role (a key gets its roles' highest)",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(default=2.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+
     @field_validator("max_candidates")
     @classmethod
     def _cap(cls, value: int) -> int:

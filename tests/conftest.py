@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
+SECRET_KEY = base64.b64encode(b"k" * 32).decode()
+PHOTO_KEY = base64.b64encode(b"p" * 32).decode()
 HEADERS = {"X-API-Key": ADMIN_KEY}
 
 
@@ -33,6 +36,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "model_dir": REPO / "models",
             "model_backend": "sface",
             "admin_key": ADMIN_KEY,
+            "secret_key": SECRET_KEY,
+            "photo_key": PHOTO_KEY,
+            "secrets_file": tmp_path / "secrets.json",
         }
         values.update(overrides)
         return Settings(**values)

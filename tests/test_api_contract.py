@@ -61,7 +61,8 @@ def test_every_endpoint_but_health_needs_a_key(client: TestClient) -> None:
 
 def test_created_key_works_until_revoked(client: TestClient) -> None:
     keys = client.app.state.homeward.services.keys
-    row, key = keys.create("registry app", "registry")
+    org = keys.create_org("Registry A")
+    row, key = keys.create("registry app", org.id, ["registry"])
     assert key.startswith("hw_") and key not in row.secret_hash
     other = TestClient(client.app, headers={"X-API-Key": key})
     assert other.get("/v1/cases").status_code == 200

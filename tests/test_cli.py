@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from service.cli import main
-from tests.conftest import ADMIN_KEY, REPO
+from tests.conftest import ADMIN_KEY, PHOTO_KEY, REPO, SECRET_KEY
 from tests.faces_of_t1 import altered_probe, blank_photo, face_crop
 from tests.images import encode
 
@@ -19,6 +19,8 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("HOMEWARD_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HOMEWARD_MODEL_DIR", str(REPO / "models"))
     monkeypatch.setenv("HOMEWARD_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("HOMEWARD_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("HOMEWARD_PHOTO_KEY", PHOTO_KEY)
     monkeypatch.setenv("HOMEWARD_LOG_LEVEL", "WARNING")
     return CliRunner()
 
@@ -88,7 +90,8 @@ def test_enroll_needs_the_columns(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_keys_create_list_revoke(runner: CliRunner) -> None:
-    created = runner.invoke(main, ["keys", "create", "--name", "registry app"])
+    created = runner.invoke(main, ["keys", "create", "--name", "registry app", "--org", "Reg A",
+                                   "--role", "registry", "--role", "reviewer"])
     assert created.exit_code == 0, created.output
     key_id = created.output.split()[2]
     key = created.output.strip().splitlines()[-1]
@@ -98,9 +101,11 @@ def test_keys_create_list_revoke(runner: CliRunner) -> None:
     assert runner.invoke(main, ["keys", "revoke", key_id]).exit_code == 0
     rows = runner.invoke(main, ["keys", "list"]).output.splitlines()
     revoked_row = next(r for r in rows if key_id in r)
-    assert revoked_row.split()[4] != "-"  # id, role, created date + time, revoked
+    # id, roles, created (date time), expires ("-"), revoked (date time), org / name
+    assert revoked_row.split()[4] == "-" and revoked_row.split()[5] != "-"
     assert runner.invoke(main, ["keys", "revoke", "nope"]).exit_code == 1
-    assert runner.invoke(main, ["keys", "create", "--name", "x", "--role", "god"]).exit_code == 2
+    bad_role = ["keys", "create", "--name", "x", "--org", "Reg A", "--role", "god"]
+    assert runner.invoke(main, bad_role).exit_code == 2
 
 
 def test_bad_setting_is_a_usage_error(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

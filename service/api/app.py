@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -15,7 +16,8 @@ from fastapi.responses import JSONResponse
 from service import __version__
 from service.api import errors
 from service.api.deps import AppState
-from service.api.routes import cases, match, system
+from service.api.ratelimit import RateLimiter
+from service.api.routes import admin, cases, match, sightings, system
 from service.container import Services, build_services, ensure_admin_key
 from service.settings import Settings
 
@@ -36,11 +38,18 @@ def create_app(
         pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="homeward")
         built = await asyncio.get_running_loop().run_in_executor(pool, services, settings)
         ensure_admin_key(built.keys, settings)
-        app.state.homeward = AppState(built, pool)
+        app.state.homeward = AppState(built, pool, RateLimiter(settings.rate_limits))
         snapshots = asyncio.create_task(_snapshot_periodically(app.state.homeward))
+        stop_webhooks = threading.Event()
+        webhooks = threading.Thread(
+            target=built.webhooks.run, args=(stop_webhooks,), name="homeward-webhooks", daemon=True
+        )
+        webhooks.start()
         try:
             yield
         finally:
+            stop_webhooks.set()
+            webhooks.join(timeout=10)
             snapshots.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await snapshots
@@ -56,7 +65,15 @@ def create_app(
     )
     errors.install(app)
     app.middleware("http")(_limit_body(settings.max_upload_bytes + FORM_OVERHEAD_BYTES))
-    for router in (cases.router, match.router, system.router):
+    routers = (
+        cases.router,
+        match.router,
+        sightings.router,
+        admin.router,
+        admin.org_router,
+        system.router,
+    )
+    for router in routers:
         app.include_router(router)
     return app
 

@@ -1,20 +1,23 @@
-"""Dependencies: the state built in the lifespan, the caller's key, bounded uploads."""
+"""Dependencies: the state built in the lifespan, the caller, bounded uploads."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
+from service.api.access import Permission, allowed
+from service.api.ratelimit import RateLimiter
+from service.audit import Actor
 from service.container import Services
 from service.errors import ImageTooLarge
 from service.matching import Homeward
-from service.registry.models import ApiKey
 
 T = TypeVar("T")
 
@@ -23,6 +26,7 @@ T = TypeVar("T")
 class AppState:
     services: Services
     pool: ThreadPoolExecutor
+    limiter: RateLimiter
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Blocking work (decoding, inference, SQL, index search) off the event loop."""
@@ -44,26 +48,43 @@ def get_homeward(state: StateDep) -> Homeward:
 HomewardDep = Annotated[Homeward, Depends(get_homeward)]
 
 _api_key_header = APIKeyHeader(
-    name="X-API-Key",
-    auto_error=False,
-    description="an API key; the first start prints the admin key",
+    name="X-API-Key", auto_error=False, description="an API key; the first start prints one"
 )
 
 
-async def require_key(
+async def authenticate(
     state: StateDep, key: Annotated[str | None, Security(_api_key_header)]
-) -> ApiKey:
+) -> Actor:
+    """The caller behind the key, after the key's rate limit."""
+    challenge = {"WWW-Authenticate": "ApiKey"}
     if not key:
-        raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
+        raise HTTPException(401, "missing X-API-Key header", headers=challenge)
     row = await state.run(state.services.keys.verify, key)
     if row is None:
+        raise HTTPException(401, "invalid, expired or revoked API key", headers=challenge)
+    wait = state.limiter.take(row.key_id, row.role_set)
+    if wait > 0:
         raise HTTPException(
-            401, "invalid or revoked API key", headers={"WWW-Authenticate": "ApiKey"}
+            429,
+            "rate limit exceeded for this key",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    return row
+    return Actor(row.key_id, row.org_id, row.role_set)
 
 
-CallerDep = Annotated[ApiKey, Depends(require_key)]
+def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Actor]]:
+    """A dependency that lets only callers whose roles hold ``permission`` through (403)."""
+
+    async def check(actor: Annotated[Actor, Depends(authenticate)]) -> Actor:
+        if not allowed(actor.roles, permission):
+            raise HTTPException(
+                403,
+                f"this key's roles ({', '.join(sorted(actor.roles))}) "
+                f"do not allow {permission.value}",
+            )
+        return actor
+
+    return check
 
 
 async def read_upload(upload: UploadFile, state: AppState) -> bytes:

@@ -6,6 +6,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service import errors
+from service.audit import AuditUnavailable
+from service.security import PhotoKeyMismatch
 
 STATUS: dict[type[errors.HomewardError], int] = {
     errors.ImageTooLarge: 413,
@@ -17,6 +19,8 @@ STATUS: dict[type[errors.HomewardError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.ModelUnavailable: 503,
+    AuditUnavailable: 503,
+    PhotoKeyMismatch: 503,
 }
 
 

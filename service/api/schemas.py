@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.faces.pipeline import AnalysedFace
 from service.matching import Candidate, case_expected_age
-from service.registry.models import Case, Photo
+from service.registry.models import Candidate as ReviewCandidate
+from service.registry.models import Case, Photo, Sighting
 
 Sex = Literal["female", "male", "unknown"]
 CaseStatus = Literal["missing", "found", "closed"]
@@ -183,6 +184,7 @@ class MatchOut(BaseModel):
     faces: list[FaceMatchOut]
     model_id: str
     index_generation: int
+    score_floor: float = Field(description="candidates below this score are never returned")
     review_required: Literal[True] = True
 
 
@@ -195,9 +197,167 @@ class InfoOut(BaseModel):
     index_size: int
     index_generation: int
     index_opened: str
+    photos_readable: bool
+    score_floor: float
     limits: dict[str, int | float]
 
 
 class ErrorOut(BaseModel):
     detail: str
     reason: str
+
+
+# -- sightings and review -------------------------------------------------------------------
+
+
+class SightingOut(BaseModel):
+    """What a volunteer sees of their sighting: its status, never the candidates."""
+
+    id: str
+    status: Literal["received", "in_review", "confirmed", "closed"]
+    place: str | None
+    seen_at: datetime | None
+    estimated_age: float | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, s: Sighting) -> SightingOut:
+        return cls(
+            id=s.id,
+            status=s.status,  # type: ignore[arg-type]  # the column holds only these
+            place=s.place,
+            seen_at=s.seen_at,
+            estimated_age=s.estimated_age,
+            created_at=s.created_at,
+        )
+
+
+class QueueItemOut(BaseModel):
+    candidate_id: str
+    sighting_id: str
+    case_id: str
+    external_ref: str | None = None
+    score: float
+    rank: int
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, c: ReviewCandidate) -> QueueItemOut:
+        return cls(
+            candidate_id=c.id,
+            sighting_id=c.sighting_id,
+            case_id=c.case_id,
+            score=c.score,
+            rank=c.rank,
+            status=c.status,
+            created_at=c.created_at,
+        )
+
+
+class ReviewOut(BaseModel):
+    reviewer: str
+    decision: str
+    note: str | None
+    created_at: datetime
+
+
+class CasePhotoRef(BaseModel):
+    photo_id: str
+    url: str
+    age_at_photo: float | None
+    taken_on: date | None
+    template_kinds: list[str]
+
+
+class CandidateDetailOut(BaseModel):
+    """The probe face and the candidate's photos side by side, for a reviewer."""
+
+    candidate_id: str
+    status: str
+    score: float
+    rank: int
+    age_gap: float | None = Field(
+        description="case's expected age today minus the sighting's estimated age, years"
+    )
+    probe: dict[str, object]
+    case: CaseOut
+    case_photos: list[CasePhotoRef]
+    matched_photo_id: str
+    reviews: list[ReviewOut]
+    reviewers_needed: int
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["confirm", "reject", "unsure"]
+    note: str | None = Field(None, max_length=2000)
+
+
+class DecisionOut(BaseModel):
+    candidate_id: str
+    status: str
+    confirmations: int
+
+
+# -- administration ---------------------------------------------------------------------------
+
+
+class OrgIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+class OrgOut(BaseModel):
+    id: str
+    name: str
+    webhook_url: str | None
+    created_at: datetime
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    org_id: str = Field(min_length=1, max_length=32)
+    roles: list[Literal["volunteer", "reviewer", "registry", "admin"]] = Field(min_length=1)
+    expires_at: datetime | None = None
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    name: str
+    org_id: str
+    roles: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="shown once; only its HMAC is stored")
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, max_length=500, pattern=r"^https?://[^\s]+$")
+
+
+class WebhookOut(BaseModel):
+    url: str | None
+    secret: str | None = Field(description="the signing secret, shown once")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    org_id: str
+    event: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None

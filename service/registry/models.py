@@ -49,6 +49,7 @@ class Case(Base):
     __tablename__ = "cases"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     external_ref: Mapped[str | None] = mapped_column(String(128), unique=True)
     display_name: Mapped[str] = mapped_column(String(200))
     sex: Mapped[str] = mapped_column(String(8), default="unknown")
@@ -57,6 +58,7 @@ class Case(Base):
     missing_since: Mapped[date | None] = mapped_column(Date)
     region: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="missing", index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -119,13 +121,144 @@ class TemplateChange(Base):
     op: Mapped[str] = mapped_column(String(6))  # "add" | "remove"
 
 
+class Organisation(Base):
+    """Owns cases; receives confirmed candidates through its webhook."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed at rest
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
-    role: Mapped[str] = mapped_column(String(16))
-    secret_hash: Mapped[str] = mapped_column(String(64))
+    roles: Mapped[str] = mapped_column(String(100))  # comma-separated
+    secret_hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA-256 with the server secret
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(self.roles.split(","))
+
+
+class Sighting(Base):
+    """A photo of a child who may be missing, sent by a volunteer."""
+
+    __tablename__ = "sightings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    submitted_by: Mapped[str] = mapped_column(String(16), index=True)  # api key id
+    org_id: Mapped[str] = mapped_column(String(32))
+    stored_name: Mapped[str] = mapped_column(String(128), unique=True)
+    upload_sha256: Mapped[str] = mapped_column(String(64))
+    place: Mapped[str | None] = mapped_column(String(200))
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    estimated_age: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16), default="received", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+    candidates: Mapped[list[Candidate]] = relationship(
+        back_populates="sighting", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Candidate(Base):
+    """One case proposed for one face of a sighting, routed to the case's organisation."""
+
+    __tablename__ = "candidates"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sighting_id: Mapped[str] = mapped_column(
+        ForeignKey("sightings.id", ondelete="CASCADE"), index=True
+    )
+    face_index: Mapped[int] = mapped_column(Integer)
+    face_box: Mapped[str] = mapped_column(String(200))
+    face_quality: Mapped[str] = mapped_column(String(1000))  # JSON
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    org_id: Mapped[str] = mapped_column(String(32), index=True)
+    photo_id: Mapped[str] = mapped_column(String(32))
+    template_kind: Mapped[str] = mapped_column(String(16))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    sighting: Mapped[Sighting] = relationship(back_populates="candidates")
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="candidate",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Review.created_at",
+    )
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("candidate_id", "reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    candidate_id: Mapped[str] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), index=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(16))  # api key id
+    decision: Mapped[str] = mapped_column(String(8))  # confirm | reject | unsure
+    note: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    candidate: Mapped[Candidate] = relationship(back_populates="reviews")
+
+
+class WebhookDelivery(Base):
+    """One event to one organisation's webhook, retried with backoff until it lands."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(String(32), index=True)
+    event: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[str] = mapped_column(String(4000))  # the exact JSON body that is signed
+    status: Mapped[str] = mapped_column(String(12), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditRecord(Base):
+    """Append-only, hash-chained: ``hash`` covers this record's fields and ``prev_hash``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))  # ISO-8601 UTC, hashed as written
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    org_id: Mapped[str | None] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    target: Mapped[str | None] = mapped_column(String(100))
+    input_sha256: Mapped[str | None] = mapped_column(String(64))
+    result_ids: Mapped[str] = mapped_column(String(8000))  # JSON list
+    detail: Mapped[str] = mapped_column(String(2000))  # JSON object
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Meta(Base):
+    """Small facts about this registry (the audit chain's head, the photo key fingerprint)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))

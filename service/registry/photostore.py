@@ -1,4 +1,5 @@
-"""The photo store: re-encoded (metadata-free) JPEGs on local disk, written atomically."""
+"""The photo store: re-encoded (metadata-free) JPEGs, sealed with AES-256-GCM, on local disk,
+written atomically."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import logging
 import os
 from pathlib import Path
 
+from service.security import PhotoKeyMismatch, Sealer
+
 logger = logging.getLogger(__name__)
 
 
 class PhotoStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sealer: Sealer, key_matches: bool = True) -> None:
         self.root = root
+        self.sealer = sealer
+        self.key_matches = key_matches
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
@@ -20,17 +25,22 @@ class PhotoStore:
         return self.root / name[:2] / name
 
     def put(self, name: str, data: bytes) -> None:
+        if not self.key_matches:
+            raise PhotoKeyMismatch(
+                "new photos are refused: the photo key is not the one the "
+                "stored photos were sealed with; restore the right key"
+            )
         target = self.path(name)
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f".{name}.tmp")
         with tmp.open("wb") as handle:
-            handle.write(data)
+            handle.write(self.sealer.seal(data, name))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
 
     def read(self, name: str) -> bytes:
-        return self.path(name).read_bytes()
+        return self.sealer.open(self.path(name).read_bytes(), name)
 
     def delete(self, name: str) -> None:
         try:

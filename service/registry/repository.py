@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from service.errors import Conflict, NotFound
 from service.registry.db import Database
-from service.registry.models import Case, Photo, Template, TemplateChange
+from service.registry.models import Case, Photo, Template, TemplateChange, utcnow
 
 CASE_FIELDS = (
     "external_ref",
@@ -50,8 +50,10 @@ class Registry:
 
     # -- cases -------------------------------------------------------------------------
 
-    def create_case(self, fields: dict[str, Any]) -> Case:
-        case = Case(**{k: v for k, v in fields.items() if k in CASE_FIELDS})
+    def create_case(self, org_id: str, fields: dict[str, Any]) -> Case:
+        case = Case(org_id=org_id, **{k: v for k, v in fields.items() if k in CASE_FIELDS})
+        if case.status == "closed":
+            case.closed_at = utcnow()
         try:
             with self.db.session() as s:
                 s.add(case)
@@ -61,16 +63,22 @@ class Registry:
             ) from err
         return case
 
-    def get_case(self, case_id: str) -> Case:
+    def get_case(self, case_id: str, scope: str | None = None) -> Case:
+        """The case with its photos; ``scope`` (an org id) hides other orgs' cases."""
         with self.db.session() as s:
-            return _case(s, case_id, load_photos=True)
+            return _case(s, case_id, scope, load_photos=True)
 
-    def find_case_by_ref(self, external_ref: str) -> Case | None:
+    def find_case_by_ref(self, external_ref: str, scope: str | None = None) -> Case | None:
         with self.db.session() as s:
-            return s.scalar(select(Case).where(Case.external_ref == external_ref))
+            case = s.scalar(select(Case).where(Case.external_ref == external_ref))
+        return case if case is not None and scope in (None, case.org_id) else None
 
-    def list_cases(self, offset: int, limit: int, status: str | None) -> tuple[list[Case], int]:
+    def list_cases(
+        self, offset: int, limit: int, status: str | None, scope: str | None = None
+    ) -> tuple[list[Case], int]:
         query = select(Case)
+        if scope:
+            query = query.where(Case.org_id == scope)
         if status:
             query = query.where(Case.status == status)
         with self.db.session() as s:
@@ -83,10 +91,12 @@ class Registry:
             )
             return list(rows), total
 
-    def update_case(self, case_id: str, fields: dict[str, Any]) -> Case:
+    def update_case(self, case_id: str, fields: dict[str, Any], scope: str | None = None) -> Case:
         try:
             with self.db.session() as s:
-                case = _case(s, case_id, load_photos=True)
+                case = _case(s, case_id, scope, load_photos=True)
+                if fields.get("status", case.status) != case.status:
+                    case.closed_at = utcnow() if fields["status"] == "closed" else None
                 for key, value in fields.items():
                     if key in CASE_FIELDS:
                         setattr(case, key, value)
@@ -96,11 +106,11 @@ class Registry:
             ) from err
         return case
 
-    def delete_case(self, case_id: str) -> list[str]:
-        """Delete the case with its photos and templates; returns the stored photo names
-        (the caller removes the files once this has committed)."""
+    def delete_case(self, case_id: str, scope: str | None = None) -> list[str]:
+        """Delete the case with its photos, templates and candidates; returns the stored
+        photo names (the caller removes the files once this has committed)."""
         with self.db.session() as s:
-            _case(s, case_id)
+            _case(s, case_id, scope)
             names = list(s.scalars(select(Photo.stored_name).where(Photo.case_id == case_id)))
             _log_removals(s, s.scalars(select(Template).where(Template.case_id == case_id)))
             s.execute(delete(Template).where(Template.case_id == case_id))
@@ -110,10 +120,12 @@ class Registry:
 
     # -- photos and templates ------------------------------------------------------------
 
-    def add_photo(self, case_id: str, photo: Photo, templates: Sequence[NewTemplate]) -> Photo:
+    def add_photo(
+        self, case_id: str, photo: Photo, templates: Sequence[NewTemplate], scope: str | None = None
+    ) -> Photo:
         try:
             with self.db.session() as s:
-                _case(s, case_id)
+                _case(s, case_id, scope)
                 photo.case_id = case_id
                 s.add(photo)
                 s.flush()
@@ -136,8 +148,17 @@ class Registry:
             raise Conflict("this photo is already enrolled for this case") from err
         return photo
 
-    def delete_photo(self, case_id: str, photo_id: str) -> str:
+    def get_photo(self, case_id: str, photo_id: str, scope: str | None = None) -> Photo:
         with self.db.session() as s:
+            _case(s, case_id, scope)
+            photo = s.get(Photo, photo_id)
+            if photo is None or photo.case_id != case_id:
+                raise NotFound(f"photo {photo_id} not found in case {case_id}")
+            return photo
+
+    def delete_photo(self, case_id: str, photo_id: str, scope: str | None = None) -> str:
+        with self.db.session() as s:
+            _case(s, case_id, scope)
             photo = s.get(Photo, photo_id)
             if photo is None or photo.case_id != case_id:
                 raise NotFound(f"photo {photo_id} not found in case {case_id}")
@@ -175,10 +196,12 @@ class Registry:
             )
 
     def case_ages(
-        self, sex: str | None
+        self, sex: str | None, scope: str | None = None
     ) -> list[tuple[str, date | None, float | None, date | None]]:
-        """(case id, birth date, age at disappearance, missing since) for the age filters."""
+        """(case id, birth date, age at disappearance, missing since) for the filters."""
         query = select(Case.id, Case.birth_date, Case.age_at_disappearance, Case.missing_since)
+        if scope:
+            query = query.where(Case.org_id == scope)
         if sex:
             query = query.where(Case.sex == sex)
         with self.db.session() as s:
@@ -234,16 +257,12 @@ class Registry:
             last = rows[-1][0]
             yield [r[0] for r in rows], b"".join(r[1] for r in rows)
 
-    def add_synthetic_templates(
-        self, case_id: str, photo: Photo, model_id: str, vectors: np.ndarray
-    ) -> None:
-        """Bulk insert for benchmarks: many templates on one photo of one case."""
-        self.add_photo(case_id, photo, [NewTemplate(model_id, v) for v in vectors])
 
-
-def _case(s: Session, case_id: str, load_photos: bool = False) -> Case:
+def _case(s: Session, case_id: str, scope: str | None = None, load_photos: bool = False) -> Case:
+    """The case, or NotFound, also when it belongs to an org other than ``scope``: another
+    organisation's case is indistinguishable from one that does not exist."""
     case = s.get(Case, case_id)
-    if case is None:
+    if case is None or (scope is not None and case.org_id != scope):
         raise NotFound(f"case {case_id} not found")
     if load_photos:
         _ = case.photos  # load while the session is open

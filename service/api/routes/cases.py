@@ -1,4 +1,4 @@
-"""Cases and their photos."""
+"""Cases and their photos: a registry manages its own organisation's cases."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
-from service.api.deps import CallerDep, HomewardDep, StateDep, read_upload
+from service.api.access import Permission
+from service.api.deps import HomewardDep, StateDep, read_upload, require
 from service.api.schemas import (
     CaseCreate,
     CaseOut,
@@ -19,52 +20,56 @@ from service.api.schemas import (
     FaceOut,
     PhotoOut,
 )
+from service.audit import Actor
 from service.errors import InvalidInput
 from service.faces.pipeline import FaceChoice
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
+CasesActor = Annotated[Actor, Depends(require(Permission.CASES))]
 
 
 @router.post("", status_code=201, response_model=CaseOut)
-async def create_case(body: CaseCreate, state: StateDep, _caller: CallerDep) -> CaseOut:
-    case = await state.run(state.services.registry.create_case, body.model_dump())
-    case = await state.run(state.services.registry.get_case, case.id)
-    return CaseOut.of(case)
+async def create_case(
+    body: CaseCreate, homeward: HomewardDep, state: StateDep, actor: CasesActor
+) -> CaseOut:
+    return CaseOut.of(await state.run(homeward.create_case, actor, body.model_dump()))
 
 
 @router.get("", response_model=CasePage)
 async def list_cases(
+    homeward: HomewardDep,
     state: StateDep,
-    _caller: CallerDep,
+    actor: CasesActor,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     status: CaseStatus | None = None,
 ) -> CasePage:
-    items, total = await state.run(state.services.registry.list_cases, offset, limit, status)
+    items, total = await state.run(homeward.list_cases, actor, offset, limit, status)
     return CasePage(items=[CaseOut.of(c) for c in items], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{case_id}", response_model=CaseOut)
-async def get_case(case_id: str, state: StateDep, _caller: CallerDep) -> CaseOut:
-    return CaseOut.of(await state.run(state.services.registry.get_case, case_id))
+async def get_case(
+    case_id: str, homeward: HomewardDep, state: StateDep, actor: CasesActor
+) -> CaseOut:
+    return CaseOut.of(await state.run(homeward.get_case, actor, case_id))
 
 
 @router.patch("/{case_id}", response_model=CaseOut)
 async def update_case(
-    case_id: str, body: CasePatch, state: StateDep, _caller: CallerDep
+    case_id: str, body: CasePatch, homeward: HomewardDep, state: StateDep, actor: CasesActor
 ) -> CaseOut:
     fields = body.model_dump(exclude_unset=True)
     if fields.get("display_name", "") is None:
         raise InvalidInput("display_name cannot be null")
-    case = await state.run(state.services.registry.update_case, case_id, fields)
-    return CaseOut.of(case)
+    return CaseOut.of(await state.run(homeward.update_case, actor, case_id, fields))
 
 
 @router.delete("/{case_id}", status_code=204)
 async def delete_case(
-    case_id: str, homeward: HomewardDep, state: StateDep, _caller: CallerDep
+    case_id: str, homeward: HomewardDep, state: StateDep, actor: CasesActor
 ) -> Response:
-    await state.run(homeward.delete_case, case_id)
+    await state.run(homeward.delete_case, actor, case_id)
     return Response(status_code=204)
 
 
@@ -73,7 +78,7 @@ async def add_photo(
     case_id: str,
     homeward: HomewardDep,
     state: StateDep,
-    _caller: CallerDep,
+    actor: CasesActor,
     file: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
     taken_on: Annotated[date | None, Form()] = None,
     age_at_photo: Annotated[float | None, Form(ge=0, le=100)] = None,
@@ -86,7 +91,7 @@ async def add_photo(
     data = await read_upload(file, state)
     enrolled = await state.run(
         lambda: homeward.enroll_photo(
-            case_id, data, taken_on=taken_on, age_at_photo=age_at_photo, choice=choice
+            actor, case_id, data, taken_on=taken_on, age_at_photo=age_at_photo, choice=choice
         )
     )
     return EnrollmentOut(
@@ -96,11 +101,24 @@ async def add_photo(
     )
 
 
+@router.get(
+    "/{case_id}/photos/{photo_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+async def photo_image(
+    case_id: str, photo_id: str, homeward: HomewardDep, state: StateDep, actor: CasesActor
+) -> Response:
+    """The stored photo (re-encoded, no metadata); every view is audited."""
+    data = await state.run(homeward.photo_bytes, actor, case_id, photo_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
 @router.delete("/{case_id}/photos/{photo_id}", status_code=204)
 async def delete_photo(
-    case_id: str, photo_id: str, homeward: HomewardDep, state: StateDep, _caller: CallerDep
+    case_id: str, photo_id: str, homeward: HomewardDep, state: StateDep, actor: CasesActor
 ) -> Response:
-    await state.run(homeward.delete_photo, case_id, photo_id)
+    await state.run(homeward.delete_photo, actor, case_id, photo_id)
     return Response(status_code=204)
 
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import text
 
 from service import __version__
-from service.api.deps import CallerDep, StateDep
+from service.api.access import Permission
+from service.api.deps import StateDep, require
 from service.api.schemas import InfoOut
+from service.audit import Actor
 from service.faces.factory import resolve_backend_name
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/info", response_model=InfoOut)
-async def info(state: StateDep, _caller: CallerDep) -> InfoOut:
+async def info(
+    state: StateDep, _actor: Annotated[Actor, Depends(require(Permission.INFO))]
+) -> InfoOut:
     s = state.services.settings
     homeward = state.services.homeward
     return InfoOut(
@@ -26,6 +32,8 @@ async def info(state: StateDep, _caller: CallerDep) -> InfoOut:
         index_size=len(homeward.keeper.index),
         index_generation=homeward.keeper.generation,
         index_opened=homeward.keeper.last_open,
+        photos_readable=state.services.photos_readable,
+        score_floor=s.score_floor,
         limits={
             "max_upload_bytes": s.max_upload_bytes,
             "max_pixels": s.max_pixels,

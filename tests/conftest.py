@@ -39,6 +39,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "secret_key": SECRET_KEY,
             "photo_key": PHOTO_KEY,
             "secrets_file": tmp_path / "secrets.json",
+            # the tests make many requests per key; test_access checks the limits themselves
+            "rate_limits": dict.fromkeys(("volunteer", "reviewer", "registry", "admin"), 100_000),
         }
         values.update(overrides)
         return Settings(**values)

@@ -112,3 +112,16 @@ def test_bad_setting_is_a_usage_error(runner: CliRunner, monkeypatch: pytest.Mon
     monkeypatch.setenv("HOMEWARD_MODEL_BACKEND", "facenet")
     result = runner.invoke(main, ["index", "stats"])
     assert result.exit_code == 2 and "HOMEWARD_" in result.output
+
+
+def test_orgs_and_retention_commands(runner: CliRunner, tmp_path: Path) -> None:
+    created = runner.invoke(main, ["orgs", "create", "Registry North"])
+    assert created.exit_code == 0 and "Registry North" in created.output
+    assert runner.invoke(main, ["orgs", "create", "Registry North"]).exit_code == 1
+    assert "Registry North" in runner.invoke(main, ["orgs", "list"]).output
+    assert runner.invoke(main, ["enroll", str(write_enrollment_csv(tmp_path)),
+                                "--org", "Registry North"]).exit_code == 0
+    result = runner.invoke(main, ["retention", "run"])
+    assert result.exit_code == 0, result.output
+    assert "purged 0 closed case(s) and 0 sighting(s)" in result.output
+    assert "audit log intact" in runner.invoke(main, ["audit", "verify"]).output

@@ -7,6 +7,8 @@ import logging
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,19 +22,10 @@ from service.container import Core, Services, build_services, ensure_admin_key, 
 from service.errors import HomewardError
 from service.registry.keys import ADMIN_ORG, ROLES
 from service.registry.models import Organisation
+from service.registry.repository import CASE_FIELDS
 from service.settings import Settings
 
 logger = logging.getLogger("homeward")
-
-CSV_CASE_COLUMNS = (
-    "external_ref",
-    "display_name",
-    "sex",
-    "birth_date",
-    "age_at_disappearance",
-    "missing_since",
-    "region",
-)
 
 
 def configure_logging(level: str) -> None:
@@ -53,11 +46,18 @@ def main(ctx: click.Context) -> None:
     ctx.obj = settings
 
 
-def services(ctx: click.Context) -> Services:
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Domain errors end the command with their message, not a traceback."""
     try:
-        return build_services(ctx.obj)
+        yield
     except HomewardError as err:
         raise click.ClickException(str(err)) from err
+
+
+def services(ctx: click.Context) -> Services:
+    with user_errors():
+        return build_services(ctx.obj)
 
 
 @main.command()
@@ -141,7 +141,7 @@ def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def enroll_row(svc: Services, actor: Actor, row: dict[str, str], base: Path) -> None:
-    fields = {k: row[k].strip() for k in CSV_CASE_COLUMNS if (row.get(k) or "").strip()}
+    fields = {k: row[k].strip() for k in CASE_FIELDS if (row.get(k) or "").strip()}
     case = svc.registry.find_case_by_ref(fields.get("external_ref", ""), actor.org_id)
     if case is None:
         case = svc.homeward.create_case(actor, CaseCreate.model_validate(fields).model_dump())
@@ -179,9 +179,8 @@ def match(ctx: click.Context, photo: Path, top_k: int) -> None:
     """Match a photo and print the candidates of each face (for human review)."""
     svc = services(ctx)
     try:
-        result = svc.homeward.match(cli_actor(svc), photo.read_bytes(), top_k=top_k)
-    except HomewardError as err:
-        raise click.ClickException(str(err)) from err
+        with user_errors():
+            result = svc.homeward.match(cli_actor(svc), photo.read_bytes(), top_k=top_k)
     finally:
         svc.db.engine.dispose()
     click.echo(f"model {result.model_id}, index generation {result.index_generation}")
@@ -238,10 +237,8 @@ def keys() -> None:
 
 
 def _core(settings: Settings) -> Core:
-    try:
+    with user_errors():
         return open_core(settings)
-    except HomewardError as err:
-        raise click.ClickException(str(err)) from err
 
 
 def _audited(core: Core, action: str, target: str) -> None:
@@ -266,12 +263,10 @@ def keys_create(
 ) -> None:
     core = _core(settings)
     org = find_or_create_org(core, org_name)
-    try:
+    with user_errors():
         row, key = core.keys.create(
             name, org.id, roles, expires.replace(tzinfo=UTC) if expires else None
         )
-    except HomewardError as err:
-        raise click.ClickException(str(err)) from err
     _audited(core, "key.create", row.key_id)
     click.echo(
         f"created key {row.key_id} ({','.join(sorted(roles))} in {org.name}); "
@@ -304,10 +299,8 @@ def _when(moment: datetime | None) -> str:
 @click.pass_obj
 def keys_revoke(settings: Settings, key_id: str) -> None:
     core = _core(settings)
-    try:
+    with user_errors():
         row = core.keys.revoke(key_id)
-    except HomewardError as err:
-        raise click.ClickException(str(err)) from err
     _audited(core, "key.revoke", key_id)
     click.echo(f"revoked {row.key_id} ({row.name})")
 
@@ -322,10 +315,8 @@ def orgs() -> None:
 @click.pass_obj
 def orgs_create(settings: Settings, name: str) -> None:
     core = _core(settings)
-    try:
+    with user_errors():
         org = core.keys.create_org(name)
-    except HomewardError as err:
-        raise click.ClickException(str(err)) from err
     _audited(core, "org.create", org.id)
     click.echo(f"created organisation {org.id} ({org.name})")
 

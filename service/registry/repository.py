@@ -150,18 +150,11 @@ class Registry:
 
     def get_photo(self, case_id: str, photo_id: str, scope: str | None = None) -> Photo:
         with self.db.session() as s:
-            _case(s, case_id, scope)
-            photo = s.get(Photo, photo_id)
-            if photo is None or photo.case_id != case_id:
-                raise NotFound(f"photo {photo_id} not found in case {case_id}")
-            return photo
+            return _photo(s, case_id, photo_id, scope)
 
     def delete_photo(self, case_id: str, photo_id: str, scope: str | None = None) -> str:
         with self.db.session() as s:
-            _case(s, case_id, scope)
-            photo = s.get(Photo, photo_id)
-            if photo is None or photo.case_id != case_id:
-                raise NotFound(f"photo {photo_id} not found in case {case_id}")
+            photo = _photo(s, case_id, photo_id, scope)
             _log_removals(s, s.scalars(select(Template).where(Template.photo_id == photo_id)))
             s.execute(delete(Template).where(Template.photo_id == photo_id))
             s.delete(photo)
@@ -267,6 +260,14 @@ def _case(s: Session, case_id: str, scope: str | None = None, load_photos: bool 
     if load_photos:
         _ = case.photos  # load while the session is open
     return case
+
+
+def _photo(s: Session, case_id: str, photo_id: str, scope: str | None) -> Photo:
+    _case(s, case_id, scope)
+    photo = s.get(Photo, photo_id)
+    if photo is None or photo.case_id != case_id:
+        raise NotFound(f"photo {photo_id} not found in case {case_id}")
+    return photo
 
 
 def _log_removals(s: Session, templates: Iterator[Template] | Any) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
+import cv2
 from pydantic import ValidationError
 from tqdm import tqdm
 
@@ -197,6 +198,87 @@ def match(ctx: click.Context, photo: Path, top_k: int) -> None:
     click.echo("\nThese are candidates for people to review, not matches.")
 
 
+@main.command("age")
+@click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--from",
+    "age_from",
+    type=click.FloatRange(0, 20),
+    required=True,
+    help="age at the photo, years",
+)
+@click.option(
+    "--to",
+    "ages",
+    type=click.FloatRange(0, 25),
+    multiple=True,
+    required=True,
+    help="target age; repeat for several",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="output image (with several ages and no --sheet: OUT stem + -age<N>)",
+)
+@click.option("--sheet", is_flag=True, help="one contact sheet with the ages labelled")
+@click.option("--sex", type=click.Choice(["female", "male"]))
+@click.option("--face-index", type=click.IntRange(0, 100), help="0 = largest face")
+@click.pass_obj
+def age(
+    settings: Settings,
+    photo: Path,
+    age_from: float,
+    ages: tuple[float, ...],
+    output: Path,
+    sheet: bool,
+    sex: str | None,
+    face_index: int | None,
+) -> None:
+    """Age the child's face in PHOTO to the given ages (age progression)."""
+    from service.ageing import AgeProgressor, contact_sheet
+    from service.ageing.templates import AgedTemplates
+    from service.faces.factory import build_pipeline
+    from service.faces.intake import decode_upload
+
+    with user_errors():
+        pixels = decode_upload(
+            photo.read_bytes(), max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
+        ).pixels
+        ager = AgedTemplates(build_pipeline(settings), AgeProgressor())
+        aged = ager.age_photo(pixels, age_from, list(ages), sex, face_index)
+    if sheet:
+        labels = [f"photo (age {age_from:g})", *(f"aged to {a.age:g}" for a in aged)]
+        outputs = [(output, contact_sheet([pixels, *(a.image for a in aged)], labels))]
+    elif len(aged) == 1:
+        outputs = [(output, aged[0].image)]
+    else:
+        outputs = [
+            (output.with_name(f"{output.stem}-age{a.age:g}{output.suffix}"), a.image) for a in aged
+        ]
+    for path, image in outputs:
+        if not cv2.imwrite(str(path), image):
+            raise click.ClickException(f"cannot write {path} (use a .jpg or .png name)")
+        click.echo(f"wrote {path}")
+
+
+@main.group()
+def ageing() -> None:
+    """Aged templates (age progression) of enrolled case photos."""
+
+
+@ageing.command("refresh")
+@click.pass_context
+def ageing_refresh(ctx: click.Context) -> None:
+    """Re-age case photos whose aged templates no longer match the child's age today
+    (run daily from cron)."""
+    svc = services(ctx)
+    changed = svc.homeward.refresh_aged(cli_actor(svc))
+    svc.close()
+    click.echo(f"refreshed the aged templates of {changed} photo(s)")
+
+
 @main.group()
 def index() -> None:
     """The vector index (derived from the registry)."""
@@ -365,6 +447,10 @@ def retention_run(ctx: click.Context) -> None:
         f"purged {report.cases_purged} closed case(s) and {report.sightings_purged} sighting(s)"
     )
 
+
+from service.evaluation.command import evaluate  # noqa: E402
+
+main.add_command(evaluate)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import faiss
 
+from service.ageing import AgeProgressor
+from service.ageing.templates import AgedTemplates
 from service.audit import AuditLog
 from service.faces.base import FaceBackend
 from service.faces.factory import build_pipeline
@@ -100,7 +102,8 @@ def build_services(settings: Settings, backend: FaceBackend | None = None) -> Se
         registry, pipeline.model_id, pipeline.backend.dimension, settings.index_dir
     )
     keeper.open()
-    homeward = Homeward(settings, registry, photos, pipeline, keeper, core.audit)
+    aged = AgedTemplates(pipeline, AgeProgressor())
+    homeward = Homeward(settings, registry, photos, pipeline, keeper, core.audit, aged)
     webhooks = Webhooks(core.db, core.keys, settings)
     return Services(
         settings,

@@ -6,6 +6,7 @@ Every search, photo view and deletion is written to the audit log before it is a
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -13,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from service.ageing import AgedFace
+from service.ageing.templates import AgedTemplates, target_ages
 from service.audit import Actor, AuditLog
 from service.errors import NoFaceFound
-from service.faces.intake import DecodedImage, decode_upload
-from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline
+from service.faces.base import DetectedFace, Image
+from service.faces.intake import DecodedImage, decode_stored, decode_upload
+from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline, choose_face
 from service.registry.models import Case, Photo, new_id
 from service.registry.photostore import PhotoStore
 from service.registry.repository import NewTemplate, Registry, box_json
@@ -73,6 +77,7 @@ class MatchResult:
 class Enrollment:
     photo: Photo
     analysed: AnalysedFace
+    aged_ages: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -90,6 +95,7 @@ class Homeward:
         pipeline: FacePipeline,
         keeper: IndexKeeper,
         audit: AuditLog,
+        aged: AgedTemplates,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -97,6 +103,7 @@ class Homeward:
         self.pipeline = pipeline
         self.keeper = keeper
         self.audit = audit
+        self.aged = aged
 
     @property
     def model_id(self) -> str:
@@ -140,9 +147,10 @@ class Homeward:
         choice: FaceChoice | None = None,
     ) -> Enrollment:
         scope = scope_of(actor)
-        self.registry.get_case(case_id, scope)  # 404 before any model work
+        case = self.registry.get_case(case_id, scope)  # 404 before any model work
         image = self.decode(data)
         analysed = self.pipeline.analyse_for_enrollment(image.pixels, choice)
+        aged, warnings = self._aged_templates(image.pixels, analysed.face, case, age_at_photo)
         photo = Photo(
             id=new_id(),
             upload_sha256=image.upload_sha256,
@@ -155,9 +163,8 @@ class Homeward:
         photo.stored_name = f"{photo.id}.jpg"
         self.photos.put(photo.stored_name, image.clean_jpeg)
         try:
-            self.registry.add_photo(
-                case_id, photo, [NewTemplate(self.model_id, analysed.template)], scope
-            )
+            original = NewTemplate(self.model_id, analysed.template, age=age_at_photo)
+            self.registry.add_photo(case_id, photo, [original, *aged], scope)
         except BaseException:
             self.photos.delete(photo.stored_name)
             raise
@@ -168,8 +175,62 @@ class Homeward:
             target=case_id,
             input_sha256=image.upload_sha256,
             results=[photo.id],
+            detail={"aged_templates": len(aged)},
         )
-        return Enrollment(photo, analysed)
+        return Enrollment(
+            photo, analysed, aged_ages=[t.age or 0.0 for t in aged], warnings=warnings
+        )
+
+    def _aged_templates(
+        self, pixels: Image, face: DetectedFace, case: Case, age_at_photo: float | None
+    ) -> tuple[list[NewTemplate], list[str]]:
+        if not self.settings.aged_templates:
+            return [], []
+        ages = target_ages(age_at_photo, case_expected_age(case))
+        if not ages or age_at_photo is None:
+            return [], []
+        return self.aged.make(pixels, face, age_at_photo, ages, case.sex)
+
+    def age_upload(
+        self,
+        actor: Actor,
+        data: bytes,
+        age_at_photo: float,
+        ages: list[float],
+        sex: str | None = None,
+        face_index: int | None = None,
+    ) -> list[AgedFace]:
+        """An uploaded photo aged to each age (for posters and reviewers); audited."""
+        image = self.decode(data)
+        aged = self.aged.age_photo(image.pixels, age_at_photo, ages, sex, face_index)
+        self.audit.record(
+            actor,
+            "ageing",
+            input_sha256=image.upload_sha256,
+            detail={"from": age_at_photo, "to": ages},
+        )
+        return aged
+
+    def refresh_aged(self, actor: Actor) -> int:
+        """Re-age every photo whose aged templates no longer sit at the case's expected age
+        today (or came from an older growth model); returns how many photos changed."""
+        if not self.settings.aged_templates:
+            return 0
+        changed = 0
+        for photo, case, existing in self.registry.photos_with_age():
+            wanted = target_ages(photo.age_at_photo, case_expected_age(case))
+            current = sorted(age or 0.0 for age, gen in existing if gen == self.aged.generator)
+            if current == wanted and len(existing) == len(current):
+                continue
+            pixels = decode_stored(self.photos.read(photo.stored_name))
+            x, y, w, h = json.loads(photo.face_box)
+            face = choose_face(self.pipeline.detect(pixels), FaceChoice(box=(x, y, w, h)))
+            templates, _ = self._aged_templates(pixels, face, case, photo.age_at_photo)
+            self.registry.replace_aged_templates(photo.id, templates)
+            changed += 1
+        self.keeper.catch_up()
+        self.audit.record(actor, "ageing.refresh", detail={"photos": changed})
+        return changed
 
     def photo_bytes(self, actor: Actor, case_id: str, photo_id: str) -> bytes:
         """A stored case photo (decrypted), for people who may see it; the view is audited."""

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     min_sharpness: float = Field(default=10.0, ge=0, description="Laplacian variance, 112px chip")
     max_yaw_degrees: float = Field(default=65.0, gt=0, le=90)
     min_detection_score: float = Field(default=0.6, gt=0, lt=1)
+    aged_templates: bool = Field(
+        default=True, description="enroll aged templates (age progression) beside originals"
+    )
 
     admin_key: SecretStr | None = None
     log_level: str = "INFO"

@@ -73,6 +73,8 @@ ROUTES: list[tuple[str, str, Permission, dict]] = [
     ("get", "/v1/cases/none/photos/p/image", Permission.CASES, {}),
     ("delete", "/v1/cases/none/photos/p", Permission.CASES, {}),
     ("post", "/v1/match", Permission.MATCH, {}),
+    ("post", "/v1/ageing", Permission.AGEING, {}),
+    ("post", "/v1/admin/ageing/refresh", Permission.ADMIN, {}),
     ("post", "/v1/sightings", Permission.SIGHTINGS, {}),
     ("get", "/v1/sightings", Permission.SIGHTINGS, {}),
     ("get", "/v1/sightings/none", Permission.SIGHTINGS, {}),

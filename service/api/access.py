@@ -11,6 +11,7 @@ class Permission(StrEnum):
     INFO = "info"  # model, index size, limits
     CASES = "cases"  # manage the organisation's cases and photos, view its photos
     MATCH = "match"  # search the organisation's cases
+    AGEING = "ageing"  # age a photo (posters, reviewers)
     SIGHTINGS = "sightings"  # send sightings, follow one's own
     REVIEW = "review"  # candidates routed to the organisation: view, decide
     WEBHOOK = "webhook"  # the organisation's webhook and its delivery log
@@ -19,9 +20,9 @@ class Permission(StrEnum):
 
 GRANTS: dict[str, frozenset[Permission]] = {
     "volunteer": frozenset({Permission.INFO, Permission.SIGHTINGS}),
-    "reviewer": frozenset({Permission.INFO, Permission.REVIEW}),
+    "reviewer": frozenset({Permission.INFO, Permission.REVIEW, Permission.AGEING}),
     "registry": frozenset(
-        {Permission.INFO, Permission.CASES, Permission.MATCH, Permission.WEBHOOK}
+        {Permission.INFO, Permission.CASES, Permission.MATCH, Permission.AGEING, Permission.WEBHOOK}
     ),
     "admin": frozenset(Permission),
 }

@@ -17,7 +17,7 @@ from service import __version__
 from service.api import errors
 from service.api.deps import AppState
 from service.api.ratelimit import RateLimiter
-from service.api.routes import admin, cases, match, sightings, system
+from service.api.routes import admin, ageing, cases, match, sightings, system
 from service.container import Services, build_services, ensure_admin_key
 from service.settings import Settings
 
@@ -67,6 +67,7 @@ def create_app(
     app.middleware("http")(_limit_body(settings.max_upload_bytes + FORM_OVERHEAD_BYTES))
     routers = (
         cases.router,
+        ageing.router,
         match.router,
         sightings.router,
         admin.router,

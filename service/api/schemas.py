@@ -153,6 +153,10 @@ class EnrollmentOut(BaseModel):
     photo: PhotoOut
     face: FaceOut
     model_id: str
+    aged_templates: list[float] = Field(
+        description="ages of the aged templates enrolled with the photo (age progression)"
+    )
+    warnings: list[str]
 
 
 class CandidateOut(BaseModel):

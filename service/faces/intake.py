@@ -74,6 +74,14 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedIma
     )
 
 
+def decode_stored(jpeg: bytes) -> Image:
+    """Pixels of a photo this service stored (already checked and re-encoded on intake)."""
+    pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise ImageRejected("a stored photo could not be decoded")
+    return np.asarray(pixels, dtype=np.uint8)
+
+
 def encode_jpeg(pixels: Image, quality: int = STORED_JPEG_QUALITY) -> bytes:
     ok, buffer = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

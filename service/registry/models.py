@@ -101,7 +101,9 @@ class Template(Base):
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     photo_id: Mapped[str] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[str] = mapped_column(String(120))
-    kind: Mapped[str] = mapped_column(String(16), default="original")
+    kind: Mapped[str] = mapped_column(String(16), default="original")  # original | aged
+    age: Mapped[float | None] = mapped_column(Float)  # the age the template stands for
+    generator: Mapped[str | None] = mapped_column(String(40))  # e.g. the growth model version
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -34,6 +34,8 @@ class NewTemplate:
     model_id: str
     vector: np.ndarray
     kind: str = "original"
+    age: float | None = None
+    generator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,24 +131,37 @@ class Registry:
                 photo.case_id = case_id
                 s.add(photo)
                 s.flush()
-                rows = [
-                    Template(
-                        case_id=case_id,
-                        photo_id=photo.id,
-                        model_id=t.model_id,
-                        kind=t.kind,
-                        vector=_to_bytes(t.vector),
-                    )
-                    for t in templates
-                ]
-                s.add_all(rows)
-                s.flush()
-                s.add_all(
-                    TemplateChange(model_id=t.model_id, template_id=t.id, op="add") for t in rows
-                )
+                _add_templates(s, photo, templates)
         except IntegrityError as err:
             raise Conflict("this photo is already enrolled for this case") from err
         return photo
+
+    def replace_aged_templates(self, photo_id: str, templates: Sequence[NewTemplate]) -> None:
+        """Swap a photo's aged templates for new ones, in one transaction."""
+        with self.db.session() as s:
+            photo = s.get(Photo, photo_id)
+            if photo is None:
+                raise NotFound(f"photo {photo_id} not found")
+            aged = select(Template).where(Template.photo_id == photo_id, Template.kind == "aged")
+            _log_removals(s, s.scalars(aged))
+            s.execute(
+                delete(Template).where(Template.photo_id == photo_id, Template.kind == "aged")
+            )
+            _add_templates(s, photo, templates)
+
+    def photos_with_age(self) -> list[tuple[Photo, Case, list[tuple[float | None, str | None]]]]:
+        """Photos with an age at photo, their case and their aged templates' (age,
+        generator): what ageing refresh looks at."""
+        with self.db.session() as s:
+            photos = s.scalars(
+                select(Photo)
+                .where(Photo.age_at_photo.is_not(None))
+                .options(selectinload(Photo.templates))
+            )
+            return [
+                (p, p.case, [(t.age, t.generator) for t in p.templates if t.kind == "aged"])
+                for p in photos
+            ]
 
     def get_photo(self, case_id: str, photo_id: str, scope: str | None = None) -> Photo:
         with self.db.session() as s:
@@ -268,6 +283,24 @@ def _photo(s: Session, case_id: str, photo_id: str, scope: str | None) -> Photo:
     if photo is None or photo.case_id != case_id:
         raise NotFound(f"photo {photo_id} not found in case {case_id}")
     return photo
+
+
+def _add_templates(s: Session, photo: Photo, templates: Sequence[NewTemplate]) -> None:
+    rows = [
+        Template(
+            case_id=photo.case_id,
+            photo_id=photo.id,
+            model_id=t.model_id,
+            kind=t.kind,
+            age=t.age,
+            generator=t.generator,
+            vector=_to_bytes(t.vector),
+        )
+        for t in templates
+    ]
+    s.add_all(rows)
+    s.flush()
+    s.add_all(TemplateChange(model_id=t.model_id, template_id=t.id, op="add") for t in rows)
 
 
 def _log_removals(s: Session, templates: Iterator[Template] | Any) -> None:

@@ -158,6 +158,12 @@ async def retention(state: StateDep, _actor: Admin) -> dict[str, int]:
     return {"cases_purged": report.cases_purged, "sightings_purged": report.sightings_purged}
 
 
+@router.post("/ageing/refresh")
+async def ageing_refresh(state: StateDep, actor: Admin) -> dict[str, int]:
+    """Re-age case photos whose aged templates no longer match the child's age today."""
+    return {"photos_refreshed": await state.run(state.services.homeward.refresh_aged, actor)}
+
+
 @router.get("/webhooks/deliveries", response_model=list[DeliveryOut])
 async def all_deliveries(state: StateDep, _actor: Admin) -> list[DeliveryOut]:
     return [_delivery(d) for d in await state.run(state.services.webhooks.deliveries, None)]

@@ -98,6 +98,8 @@ async def add_photo(
         photo=PhotoOut.of(enrolled.photo),
         face=FaceOut.of(enrolled.analysed),
         model_id=homeward.model_id,
+        aged_templates=enrolled.aged_ages,
+        warnings=enrolled.warnings,
     )
 
 

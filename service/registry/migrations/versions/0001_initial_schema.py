@@ -220,6 +220,8 @@ def upgrade() -> None:
         sa.Column("photo_id", sa.String(length=32), nullable=False),
         sa.Column("model_id", sa.String(length=120), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("age", sa.Float(), nullable=True),
+        sa.Column("generator", sa.String(length=40), nullable=True),
         sa.Column("vector", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["case_id"], ["cases.id"], ondelete="CASCADE"),

@@ -1,0 +1,139 @@
+"""Aged templates: a case photo aged to the child's expected age today (and two years
+either side), embedded like any photo and enrolled beside the original as kind ``aged``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from service.ageing.growth import Sex
+from service.ageing.progression import MAX_AGE_AT_PHOTO, MAX_TARGET_AGE, AgedFace, AgeProgressor
+from service.errors import FaceRejected, HomewardError, NoFaceFound
+from service.faces.base import DetectedFace, Image
+from service.faces.pipeline import FaceChoice, FacePipeline, choose_face, iou
+from service.registry.repository import NewTemplate
+
+logger = logging.getLogger(__name__)
+
+SPREAD_YEARS = 2.0  # aged templates at the expected age and this far either side
+MIN_GAP_YEARS = 1.0  # no aged template closer than this to the age at photo
+
+
+def target_ages(age_at_photo: float | None, expected_age_now: float | None) -> list[float]:
+    """The ages to age a photo to: expected age now and +-2 years, capped at the growth
+    model's range, each at least a year above the age at photo."""
+    if age_at_photo is None or expected_age_now is None or age_at_photo > MAX_AGE_AT_PHOTO:
+        return []
+    ages = {
+        round(min(expected_age_now + d, MAX_TARGET_AGE), 1)
+        for d in (-SPREAD_YEARS, 0.0, SPREAD_YEARS)
+    }
+    return sorted(a for a in ages if a >= age_at_photo + MIN_GAP_YEARS)
+
+
+@dataclass(frozen=True)
+class AgedTemplates:
+    pipeline: FacePipeline
+    progressor: AgeProgressor
+
+    @property
+    def generator(self) -> str:
+        return self.progressor.model.version
+
+    def make(
+        self,
+        image: Image,
+        face: DetectedFace,
+        age_at_photo: float,
+        ages: list[float],
+        sex: str | None,
+    ) -> tuple[list[NewTemplate], list[str]]:
+        """Templates of the face aged to each age, and warnings for ages that failed
+        (the original template is enrolled regardless)."""
+        if not ages:
+            return [], []
+        try:
+            progression = self.age_face(image, face, age_at_photo, ages, sex)
+        except HomewardError as err:
+            return [], [f"no aged templates: {err}"]
+        templates, warnings = [], []
+        for aged in progression:
+            faces = self.pipeline.detect(aged.image)
+            try:
+                chosen = self.pipeline.analyse(aged.image, _same_face(faces, face))
+            except HomewardError as err:
+                warnings.append(f"aged to {aged.age:g}: {err}")
+                continue
+            templates.append(
+                NewTemplate(
+                    self.pipeline.model_id,
+                    chosen.template,
+                    kind="aged",
+                    age=aged.age,
+                    generator=self.generator,
+                )
+            )
+        return templates, warnings
+
+    def age_photo(
+        self,
+        image: Image,
+        age_at_photo: float,
+        ages: list[float],
+        sex: str | None = None,
+        face_index: int | None = None,
+    ) -> list[AgedFace]:
+        """The photo's face aged to each age. Faces are found and ordered (largest first)
+        exactly as enrollment does; several faces need a ``face_index``."""
+        faces = self.pipeline.detect(image)
+        if not faces:
+            raise NoFaceFound("no face was found in the photo")
+        if face_index is None and len(faces) > 1:
+            raise FaceRejected(
+                f"{len(faces)} faces were found; choose one with face_index (0 is the largest)",
+                reason="several_faces",
+            )
+        face = choose_face(faces, FaceChoice(index=face_index or 0))
+        return self.age_face(image, face, age_at_photo, ages, sex)
+
+    def age_face(
+        self,
+        image: Image,
+        face: DetectedFace,
+        age_at_photo: float,
+        ages: list[float],
+        sex: str | None,
+    ) -> list[AgedFace]:
+        box = self._landmark_box(image, face)
+        return self.progressor.progress(
+            image, age_at_photo, ages, sex=known_sex(sex), face_box=box
+        ).aged
+
+    def _landmark_box(self, image: Image, face: DetectedFace) -> tuple[int, int, int, int]:
+        """dlib's own box for this face when its detector finds it (the landmark model was
+        trained on those boxes), else the recogniser's detector's box."""
+        boxes = self.progressor.detector.detect(image)
+        best = max(boxes, key=lambda b: iou(_floats(b), face.box), default=None)
+        if best is not None and iou(_floats(best), face.box) >= 0.3:
+            return best
+        x, y, w, h = face.box
+        return round(x), round(y), round(w), round(h)
+
+
+def _same_face(faces: list[DetectedFace], original: DetectedFace) -> DetectedFace:
+    if not faces:
+        raise NoFaceFound("no face found in the aged photo")
+    return choose_face(faces, FaceChoice(box=original.box))
+
+
+def _floats(box: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+    return float(box[0]), float(box[1]), float(box[2]), float(box[3])
+
+
+def known_sex(sex: str | None) -> Sex | None:
+    """The growth model's sex, or None (the mean) for "unknown"."""
+    if sex == "female":
+        return "female"
+    if sex == "male":
+        return "male"
+    return None

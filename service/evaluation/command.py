@@ -1,0 +1,102 @@
+"""``homeward evaluate``: identification and verification figures of a labelled dataset."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from service.errors import HomewardError
+from service.evaluation.protocols import PROTOCOLS, read_labels
+from service.evaluation.report import figures, table, write_json, write_plot
+from service.evaluation.runner import run_plan
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() != ".png":
+        raise click.BadParameter("the plot is written as PNG: give a FILE.png")
+    return value
+
+
+@click.command()
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="folder with labels.csv (path,identity,age[,role]; paths relative to it)",
+)
+@click.option("--protocol", required=True, type=click.Choice(sorted(PROTOCOLS)))
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="all figures"
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_png,
+    help="PNG: CMC curve and genuine/impostor score histograms",
+)
+@click.option("--top-k", default=50, show_default=True, type=click.IntRange(1, 50))
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    dataset: Path,
+    protocol: str,
+    json_file: Path | None,
+    plot: Path | None,
+    top_k: int,
+) -> None:
+    """Run a labelled dataset through enrollment and matching on a throwaway data dir and
+    report rank-k identification and verification figures.
+
+    Protocols: fgnet-looi (every image against all the others), fgnet-child (each
+    identity's earliest photo at age <= 10 against its photos 5+ years later), roles
+    (role=gallery rows enrolled, role=probe rows matched).
+    """
+    settings: Settings = ctx.obj
+    started = time.perf_counter()
+    plan = PROTOCOLS[protocol](read_labels(dataset))
+    if not plan.gallery or not plan.probes:
+        raise click.UsageError(f"{protocol} finds no gallery or no probes in {dataset}")
+    click.echo(
+        f"{protocol}: {len(plan.gallery)} case(s), "
+        f"{sum(len(c.photos) for c in plan.gallery)} gallery photo(s), "
+        f"{len(plan.probes)} probe(s); backend {settings.model_backend}",
+        err=True,
+    )
+    try:
+        outcome = run_plan(settings, plan, top_k)
+    except HomewardError as err:
+        raise click.ClickException(str(err)) from err
+    fig = {"protocol": protocol, "dataset": str(dataset.resolve()), **figures(outcome, top_k)}
+    fig["quality_gate"] = {
+        "min_face_px": settings.min_face_px,
+        "min_sharpness": settings.min_sharpness,
+        "max_yaw_degrees": settings.max_yaw_degrees,
+    }
+    fig["score_floor"] = settings.score_floor
+    fig["seconds"]["total"] = time.perf_counter() - started
+    click.echo(
+        f"protocol {protocol}, model {outcome.model_id}, score floor {settings.score_floor}\n"
+        f"dataset  {dataset}\n"
+    )
+    click.echo(table(fig))
+    try:
+        if json_file:
+            write_json(json_file, fig)
+            click.echo(f"\nwrote {json_file}")
+        if plot:
+            title = f"{protocol}  {outcome.model_id}  ({len(plan.probes)} probes)"
+            write_plot(plot, fig["cmc"], outcome.genuine, outcome.impostor, title)
+            click.echo(f"wrote {plot}")
+    except OSError as err:
+        raise click.ClickException(str(err)) from err
+    took = fig["seconds"]
+    click.echo(
+        f"elapsed {took['total']:.1f} s (enrolling {took['enroll']:.1f} s, "
+        f"matching {took['match']:.1f} s)"
+    )

@@ -279,6 +279,18 @@ def ageing_refresh(ctx: click.Context) -> None:
     click.echo(f"refreshed the aged templates of {changed} photo(s)")
 
 
+@main.command()
+@click.pass_context
+def reembed(ctx: click.Context) -> None:
+    """Template the stored photos that have no template of the current model (after a
+    model change such as HOMEWARD_TTA_FLIP); until then they are not searched."""
+    svc = services(ctx)
+    with user_errors():
+        done = svc.homeward.reembed(cli_actor(svc))
+    svc.close()
+    click.echo(f"embedded {done} photo(s) with {svc.homeward.model_id}")
+
+
 @main.group()
 def index() -> None:
     """The vector index (derived from the registry)."""

@@ -10,6 +10,7 @@ import faiss
 from service.ageing import AgeProgressor
 from service.ageing.templates import AgedTemplates
 from service.audit import AuditLog
+from service.errors import ModelUnavailable
 from service.faces.base import FaceBackend
 from service.faces.factory import build_pipeline
 from service.matching import Homeward
@@ -19,6 +20,7 @@ from service.registry.models import Meta
 from service.registry.photostore import PhotoStore
 from service.registry.repository import Registry
 from service.search.keeper import IndexKeeper
+from service.search.transform import resolve_transform
 from service.security import Sealer, resolve_secrets
 from service.settings import Settings
 from service.sightings import Sightings
@@ -98,10 +100,20 @@ def build_services(settings: Settings, backend: FaceBackend | None = None) -> Se
     photos = PhotoStore(settings.photo_dir, core.sealer, key_matches=core.key_matches)
     photos.sweep(registry.photo_names() | _sighting_photo_names(core.db))
     pipeline = build_pipeline(settings, backend)
-    keeper = IndexKeeper(
-        registry, pipeline.model_id, pipeline.backend.dimension, settings.index_dir
-    )
+    dimension = pipeline.backend.dimension
+    try:
+        transform = resolve_transform(settings.template_transform, pipeline.model_id, dimension)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelUnavailable(f"template transform unusable: {err}") from err
+    keeper = IndexKeeper(registry, pipeline.model_id, dimension, settings.index_dir, transform)
     keeper.open()
+    if missing := len(registry.photos_without_model(pipeline.model_id)):
+        logger.error(
+            "%d enrolled photo(s) have no template of the model %s and are not searched: "
+            "run `homeward reembed`",
+            missing,
+            pipeline.model_id,
+        )
     aged = AgedTemplates(pipeline, AgeProgressor())
     homeward = Homeward(settings, registry, photos, pipeline, keeper, core.audit, aged)
     webhooks = Webhooks(core.db, core.keys, settings)

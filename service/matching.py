@@ -17,7 +17,7 @@ import numpy as np
 from service.ageing import AgedFace
 from service.ageing.templates import AgedTemplates, target_ages
 from service.audit import Actor, AuditLog
-from service.errors import NoFaceFound
+from service.errors import HomewardError, NoFaceFound
 from service.faces.base import DetectedFace, Image
 from service.faces.intake import DecodedImage, decode_stored, decode_upload
 from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline, choose_face
@@ -232,6 +232,28 @@ class Homeward:
         self.audit.record(actor, "ageing.refresh", detail={"photos": changed})
         return changed
 
+    def reembed(self, actor: Actor) -> int:
+        """Template every stored photo that has none of the current model (after a model
+        change, e.g. turning TTA_FLIP on), from the stored photo and its face box; returns
+        how many photos were embedded."""
+        done = 0
+        for photo, case in self.registry.photos_without_model(self.model_id):
+            pixels = decode_stored(self.photos.read(photo.stored_name))
+            x, y, w, h = json.loads(photo.face_box)
+            try:
+                face = choose_face(self.pipeline.detect(pixels), FaceChoice(box=(x, y, w, h)))
+            except (HomewardError, ValueError) as err:  # no face found now: ValueError
+                logger.warning("photo %s not re-embedded: %s", photo.id, err)
+                continue
+            analysed = self.pipeline.analyse(pixels, face)
+            aged, _ = self._aged_templates(pixels, face, case, photo.age_at_photo)
+            original = NewTemplate(self.model_id, analysed.template, age=photo.age_at_photo)
+            self.registry.add_templates(photo.id, [original, *aged])
+            done += 1
+        self.keeper.catch_up()
+        self.audit.record(actor, "templates.reembed", detail={"photos": done})
+        return done
+
     def photo_bytes(self, actor: Actor, case_id: str, photo_id: str) -> bytes:
         """A stored case photo (decrypted), for people who may see it; the view is audited."""
         photo = self.registry.get_photo(case_id, photo_id, scope_of(actor))
@@ -306,10 +328,10 @@ class Homeward:
         """The top_k best cases (each at its best-scoring template) scoring at least the
         floor, highest first. Several templates of one case can fill the raw top list, so
         the search widens as needed."""
-        index = self.keeper.index
+        index, query = self.keeper.index, self.keeper.query(query)
         fetch = top_k * 4
         while True:
-            scores, ids = index.search(query[None], fetch, allowed)
+            scores, ids = index.search(query, fetch, allowed)
             best = self._best_per_case(scores[0], ids[0], floor)
             if len(best) >= top_k or fetch >= len(index) or scores[0][-1] < floor:
                 break

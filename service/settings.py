@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     aged_templates: bool = Field(
         default=True, description="enroll aged templates (age progression) beside originals"
     )
+    template_transform: str = Field(
+        default="default",
+        description="fitted linear map of templates in the index: a .npz path, 'none', or "
+        "'default' (the shipped file for the model id, if any)",
+    )
+    tta_flip: bool = Field(
+        default=True,
+        description="average each face's template with its mirror image's "
+        "(model id +flip; after changing it run `homeward reembed`)",
+    )
 
     admin_key: SecretStr | None = None
     log_level: str = "INFO"
@@ -52,7 +62,7 @@ class Settings(BaseSettings):
     photo_key: SecretStr | None = None
     secrets_file: Path = Path.home() / ".config" / "homeward" / "secrets.json"
 
-    score_floor: float = Field(default=0.05, ge=-1, le=1, description="clients may only raise it")
+    score_floor: float = Field(default=0.0, ge=-1, le=1, description="clients may only raise it")
     case_retention_days: float = Field(default=30, ge=0)
     sighting_retention_days: float = Field(default=90, ge=0)
     rate_limits: dict[str, int] = Field(

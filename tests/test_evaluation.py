@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import date
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,8 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.evaluation.protocols import Sample, child
+from service.evaluation.runner import case_dates
+from service.matching import expected_age
 from tests.conftest import REPO
 from tests.faces_of_t1 import altered_probe, blank_photo, face_crop
 from tests.images import encode
@@ -136,3 +139,39 @@ def test_bad_labels_fail_cleanly(runner: CliRunner, tmp_path: Path) -> None:
     result = evaluate(runner, bad_age, "fgnet-looi")
     assert result.exit_code == 2 and "not a number" in result.output
     assert "Traceback" not in result.output
+
+
+def test_child_cases_expect_their_probes_median_age() -> None:
+    samples = [
+        Sample(n, Path(n), i, a)
+        for n, i, a in (("a02", "a", 2), ("a07", "a", 7), ("a15", "a", 15), ("c10", "c", 10))
+    ]
+    plan = child(samples)
+    assert [(c.key, c.expected_age) for c in plan.gallery] == [("a", 11.0), ("c", None)]
+    today = date(2026, 1, 1)
+    dates = case_dates(plan.gallery[0], today)
+    assert dates["age_at_disappearance"] == 2
+    assert expected_age(None, 2, dates["missing_since"], today) == pytest.approx(11, abs=0.01)
+    assert case_dates(plan.gallery[1], today) == {}
+
+
+def test_folds_fit_the_transform_without_the_probes_people(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    files, rows = {}, []
+    for i in range(6):
+        files[f"a{i}.jpg"], files[f"b{i}.jpg"] = encode(face_crop(i)), altered_probe(i)
+        rows += [
+            {"path": f"a{i}.jpg", "identity": f"id{i}", "age": "4"},
+            {"path": f"b{i}.jpg", "identity": f"id{i}", "age": "9"},
+        ]
+    dataset = write_dataset(tmp_path / "ds", rows, files)
+    out_json = tmp_path / "folds.json"
+    result = evaluate(
+        runner, dataset, "fgnet-looi", "--folds", "2", "--no-aged-templates", "--top-k", "5",
+        "--json", str(out_json),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fig = json.loads(out_json.read_text())
+    assert fig["probes"] == 12 and fig["template_transform"] == "2 folds"
+    assert fig["rank_1"] >= 10 / 12 and "2 folds" in fig["model_id"]

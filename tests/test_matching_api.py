@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.audit import SYSTEM
+from service.faces.base import FaceBackend
+from service.faces.pipeline import FacePipeline
+from service.faces.quality import QualityThresholds
+from service.search.transform import IDENTITY, TemplateTransform, resolve_transform
 from service.settings import Settings
 from tests.faces_of_t1 import altered_probe, blank_photo, face_boxes, face_crop
 from tests.images import encode, t1_bgr
@@ -222,3 +228,71 @@ def test_snapshot_behind_the_registry_is_replayed(
     with start_app(settings) as second:
         info = second.get("/v1/info").json()
         assert info["index_opened"] == "replayed" and info["index_size"] == 5
+
+
+def test_changing_the_template_transform_rebuilds_the_index(
+    make_settings: Callable[..., Settings],
+    start_app: Callable[[Settings], TestClient],
+    tmp_path: Path,
+) -> None:
+    """The registry keeps raw templates; the index is rebuilt when the transform changes,
+    scores change with it, and deleting still removes a case."""
+    rng = np.random.default_rng(0)
+    matrix = np.eye(128, dtype=np.float32) + 0.3 * rng.standard_normal((128, 128)).astype(
+        np.float32
+    )
+    with start_app(make_settings(template_transform="none")) as plain:
+        case_ids = enroll_six(plain)
+        before = match(plain, altered_probe(2))
+        model_id = plain.get("/v1/info").json()["model_id"]
+    path = tmp_path / "t.npz"
+    TemplateTransform("test-v1", model_id, matrix).save(path)
+    with start_app(make_settings(template_transform=str(path))) as fitted:
+        info = fitted.get("/v1/info").json()
+        assert info["index_opened"] == "rebuilt" and info["template_transform"] == "test-v1"
+        after = match(fitted, altered_probe(2))
+        assert after["faces"][0]["candidates"][0]["case_id"] == case_ids[2]
+        assert after["faces"][0]["candidates"] != before["faces"][0]["candidates"]
+        assert fitted.delete(f"/v1/cases/{case_ids[2]}").status_code == 204
+        (face,) = match(fitted, altered_probe(2))["faces"]
+        assert case_ids[2] not in {c["case_id"] for c in face["candidates"]}
+    with start_app(make_settings(template_transform=str(path))) as again:
+        assert again.get("/v1/info").json()["index_opened"] == "loaded"
+    with start_app(make_settings(template_transform="none")) as plain:
+        info = plain.get("/v1/info").json()
+        assert info["index_opened"] == "rebuilt" and info["index_size"] == 5
+
+
+def test_a_transform_for_another_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.npz"
+    TemplateTransform("x", "other:model", np.eye(128, dtype=np.float32)).save(path)
+    with pytest.raises(ValueError, match="fitted for other:model"):
+        resolve_transform(str(path), "sface:m:1", 128)
+    assert resolve_transform("none", "sface:m:1", 128) is IDENTITY
+    assert resolve_transform("default", "no-such-model", 128) is IDENTITY
+
+
+def test_flip_averaged_templates_have_their_own_model_id(sface_backend: FaceBackend) -> None:
+    plain, flip = (
+        FacePipeline(sface_backend, QualityThresholds(40, 10, 65), 10, flip=f)
+        for f in (False, True)
+    )
+    assert flip.model_id == plain.model_id + "+flip"
+    image = t1_bgr()
+    a, b = (p.analyse_all(image)[0].template for p in (plain, flip))
+    assert np.linalg.norm(b) == pytest.approx(1.0, abs=1e-5)
+    assert 0.8 < float(a @ b) < 0.9999
+
+
+def test_reembed_after_a_model_change(
+    make_settings: Callable[..., Settings], start_app: Callable[[Settings], TestClient]
+) -> None:
+    with start_app(make_settings(tta_flip=False)) as plain:
+        case_ids = enroll_six(plain)
+    with start_app(make_settings(tta_flip=True)) as flipped:
+        info = flipped.get("/v1/info").json()
+        assert info["model_id"].endswith("+flip") and info["index_size"] == 0
+        homeward = flipped.app.state.homeward.services.homeward
+        assert homeward.reembed(SYSTEM) == 6 and homeward.reembed(SYSTEM) == 0
+        assert flipped.get("/v1/info").json()["index_size"] == 6
+        assert top_case(flipped, altered_probe(1)) == case_ids[1]

@@ -56,4 +56,5 @@ def test_unknown_backend_name_fails_at_settings() -> None:
 def test_info_reports_backend_and_model(client) -> None:  # type: ignore[no-untyped-def]
     info = client.get("/v1/info").json()
     assert info["model_backend"] == "sface" and info["dimension"] == 128
-    assert info["model_id"] == "sface:face_recognition_sface_2021dec:0ba9fbfa01b5"
+    assert info["model_id"] == "sface:face_recognition_sface_2021dec:0ba9fbfa01b5+flip"
+    assert info["template_transform"] == "sface-flip-wccn-v1"

@@ -201,6 +201,7 @@ class InfoOut(BaseModel):
     index_size: int
     index_generation: int
     index_opened: str
+    template_transform: str = Field(description="version of the index's template transform")
     photos_readable: bool
     score_floor: float
     limits: dict[str, int | float]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from service.errors import HomewardError
+from service.evaluation.folds import run_folds
 from service.evaluation.protocols import PROTOCOLS, read_labels
 from service.evaluation.report import figures, table, write_json, write_plot
 from service.evaluation.runner import run_plan
@@ -41,6 +42,16 @@ def _png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path
     help="PNG: CMC curve and genuine/impostor score histograms",
 )
 @click.option("--top-k", default=50, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--aged-templates/--no-aged-templates",
+    default=None,
+    help="enroll aged templates (default: the service setting, HOMEWARD_AGED_TEMPLATES)",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2, 50),
+    help="fit the template transform leave-subjects-out: per fold of people, on the others",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -49,6 +60,8 @@ def evaluate(
     json_file: Path | None,
     plot: Path | None,
     top_k: int,
+    aged_templates: bool | None,
+    folds: int | None,
 ) -> None:
     """Run a labelled dataset through enrollment and matching on a throwaway data dir and
     report rank-k identification and verification figures.
@@ -58,8 +71,11 @@ def evaluate(
     (role=gallery rows enrolled, role=probe rows matched).
     """
     settings: Settings = ctx.obj
+    if aged_templates is not None:
+        settings = settings.model_copy(update={"aged_templates": aged_templates})
     started = time.perf_counter()
-    plan = PROTOCOLS[protocol](read_labels(dataset))
+    samples = read_labels(dataset)
+    plan = PROTOCOLS[protocol](samples)
     if not plan.gallery or not plan.probes:
         raise click.UsageError(f"{protocol} finds no gallery or no probes in {dataset}")
     click.echo(
@@ -68,8 +84,31 @@ def evaluate(
         f"{len(plan.probes)} probe(s); backend {settings.model_backend}",
         err=True,
     )
+    if any(c.expected_age is not None for c in plan.gallery):
+        click.echo(
+            "each case's expected age today is the median age of its person's probes "
+            "(as if known from a birth date); aged templates "
+            + ("on" if settings.aged_templates else "off"),
+            err=True,
+        )
+    if folds:
+        click.echo(
+            f"template transform: fitted per fold ({folds} folds of people), each fold's "
+            "probes scored by a transform fitted on the other folds' people",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"template transform setting: {settings.template_transform} (a transform "
+            "fitted on this dataset makes these figures not leave-subjects-out)",
+            err=True,
+        )
     try:
-        outcome = run_plan(settings, plan, top_k)
+        outcome = (
+            run_folds(settings, plan, samples, top_k, folds)
+            if folds
+            else run_plan(settings, plan, top_k)
+        )
     except HomewardError as err:
         raise click.ClickException(str(err)) from err
     fig = {"protocol": protocol, "dataset": str(dataset.resolve()), **figures(outcome, top_k)}
@@ -79,9 +118,12 @@ def evaluate(
         "max_yaw_degrees": settings.max_yaw_degrees,
     }
     fig["score_floor"] = settings.score_floor
+    fig["aged_templates"] = settings.aged_templates
+    fig["template_transform"] = f"{folds} folds" if folds else settings.template_transform
     fig["seconds"]["total"] = time.perf_counter() - started
     click.echo(
-        f"protocol {protocol}, model {outcome.model_id}, score floor {settings.score_floor}\n"
+        f"protocol {protocol}, model {outcome.model_id}, score floor {settings.score_floor}, "
+        f"aged templates {'on' if settings.aged_templates else 'off'}\n"
         f"dataset  {dataset}\n"
     )
     click.echo(table(fig))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class GalleryCase:
     key: str
     identity: str
     photos: tuple[Sample, ...]
+    expected_age: float | None = None  # the child's age today, when the protocol knows it
 
 
 @dataclass(frozen=True)
@@ -104,15 +106,19 @@ def looi(samples: list[Sample]) -> Plan:
 
 def child(samples: list[Sample], gallery_max_age: float = 10, min_gap: float = 5) -> Plan:
     """Each identity's earliest photo at age <= 10 (ties: the first file name) is its case;
-    every photo of the same identity taken ``min_gap`` or more years later is a probe."""
+    every photo of the same identity taken ``min_gap`` or more years later is a probe.
+    A real case's age today is known from its dates and a found child is that age, so the
+    case's expected age today is the median age of its identity's probes."""
     gallery: list[GalleryCase] = []
     probes: list[Probe] = []
     for identity, photos in _by_identity(s for s in samples if s.age is not None).items():
         first = min(photos, key=lambda s: (_age(s), s.name))
         if _age(first) > gallery_max_age:
             continue
-        gallery.append(GalleryCase(identity, identity, (first,)))
-        probes += [Probe(s) for s in photos if _age(s) >= _age(first) + min_gap]
+        later = [s for s in photos if _age(s) >= _age(first) + min_gap]
+        expected = float(np.median([_age(s) for s in later])) if later else None
+        gallery.append(GalleryCase(identity, identity, (first,), expected))
+        probes += [Probe(s) for s in later]
     return Plan("fgnet-child", gallery, probes)
 
 

@@ -9,7 +9,9 @@ import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import SecretStr
@@ -36,7 +38,7 @@ class Gallery:
 @dataclass
 class ProbeResult:
     rank: int | None  # of the first candidate of the probe's identity; None: not found
-    template: Scores | None  # the matched face's template; None: no face or an error
+    template: Scores | None  # the matched face's template as queried; None: no face/error
     failure: str | None = None  # why no candidate list was obtained
 
 
@@ -92,6 +94,7 @@ def _run(svc: Services, plan: Plan, top_k: int) -> Outcome:
     ]
     matched = time.perf_counter()
     vectors, cases = gallery_templates(svc)
+    vectors = svc.homeward.keeper.transform.apply(vectors)  # as the index holds them
     genuine, impostor = verification_scores(gallery, (vectors, cases), plan.probes, results)
     mated = {gallery.identity[c] for c in cases}
     return Outcome(
@@ -116,9 +119,8 @@ def enroll_gallery(svc: Services, cases: list[GalleryCase]) -> Gallery:
     org = svc.keys.create_org("evaluation")
     bar = tqdm(total=sum(len(c.photos) for c in cases), desc="enrolling", unit="photo")
     for entry in cases:
-        case = svc.registry.create_case(
-            org.id, {"display_name": entry.key, "external_ref": entry.key}
-        )
+        fields = {"display_name": entry.key, "external_ref": entry.key}
+        case = svc.registry.create_case(org.id, fields | case_dates(entry))
         gallery.case_ids[entry.key] = case.id
         gallery.identity[case.id] = entry.identity
         for photo in entry.photos:
@@ -132,6 +134,17 @@ def enroll_gallery(svc: Services, cases: list[GalleryCase]) -> Gallery:
             bar.update()
     bar.close()
     return gallery
+
+
+def case_dates(entry: GalleryCase, today: date | None = None) -> dict[str, Any]:
+    """A case's age at disappearance (its first photo's age) and the date it went missing,
+    placed so that its expected age today is the protocol's ``expected_age``."""
+    first = entry.photos[0].age if entry.photos else None
+    if entry.expected_age is None or first is None:
+        return {}
+    years = max(entry.expected_age - first, 0.0)
+    since = (today or date.today()) - timedelta(days=round(years * 365.25))
+    return {"age_at_disappearance": first, "missing_since": since}
 
 
 def match_probe(
@@ -152,7 +165,7 @@ def match_probe(
     rank = (
         identities.index(probe.sample.identity) + 1 if probe.sample.identity in identities else None
     )
-    return ProbeResult(rank, face.analysed.template)
+    return ProbeResult(rank, svc.homeward.keeper.query(face.analysed.template)[0])
 
 
 def gallery_templates(svc: Services) -> tuple[Scores, list[str]]:

@@ -65,4 +65,9 @@ def build_pipeline(settings: Settings, backend: FaceBackend | None = None) -> Fa
     thresholds = QualityThresholds(
         settings.min_face_px, settings.min_sharpness, settings.max_yaw_degrees
     )
-    return FacePipeline(backend or load_backend(settings), thresholds, settings.max_faces_per_image)
+    return FacePipeline(
+        backend or load_backend(settings),
+        thresholds,
+        settings.max_faces_per_image,
+        flip=settings.tta_flip,
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from service.errors import FaceRejected, NoFaceFound
-from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image
+from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image, l2_normalise
 from service.faces.quality import FaceQuality, QualityThresholds, assess
 
 
@@ -25,14 +27,23 @@ class FaceChoice:
 
 
 class FacePipeline:
-    def __init__(self, backend: FaceBackend, thresholds: QualityThresholds, max_faces: int):
+    def __init__(
+        self,
+        backend: FaceBackend,
+        thresholds: QualityThresholds,
+        max_faces: int,
+        flip: bool = False,
+    ):
         self.backend = backend
         self.thresholds = thresholds
         self.max_faces = max_faces
+        self.flip = flip  # test-time augmentation: average with the mirrored chip's template
 
     @property
     def model_id(self) -> str:
-        return self.backend.model_id
+        """The backend's model id; "+flip" when templates average in the mirror image, so
+        templates of the two settings never mix."""
+        return self.backend.model_id + ("+flip" if self.flip else "")
 
     def detect(self, image: Image) -> list[DetectedFace]:
         """Faces largest first, at most ``max_faces``."""
@@ -42,7 +53,11 @@ class FacePipeline:
     def analyse(self, image: Image, face: DetectedFace) -> AnalysedFace:
         chip = self.backend.align(image, face)
         quality = assess(face, chip, self.thresholds)
-        return AnalysedFace(face, quality, self.backend.embed(image, face, chip))
+        template = self.backend.embed(image, face, chip)
+        if self.flip:
+            mirror = self.backend.embed(image, face, np.ascontiguousarray(chip[:, ::-1]))
+            template = l2_normalise(template + mirror)
+        return AnalysedFace(face, quality, template)
 
     def analyse_all(self, image: Image) -> list[AnalysedFace]:
         """Every face (for matching: poor quality is flagged, not refused)."""

@@ -149,6 +149,24 @@ class Registry:
             )
             _add_templates(s, photo, templates)
 
+    def photos_without_model(self, model_id: str) -> list[tuple[Photo, Case]]:
+        """Photos with no original template of this model (enrolled under another one)."""
+        with self.db.session() as s:
+            have = select(Template.photo_id).where(
+                Template.model_id == model_id, Template.kind == "original"
+            )
+            photos = s.scalars(
+                select(Photo).where(Photo.id.not_in(have)).options(selectinload(Photo.case))
+            )
+            return [(p, p.case) for p in photos]
+
+    def add_templates(self, photo_id: str, templates: Sequence[NewTemplate]) -> None:
+        with self.db.session() as s:
+            photo = s.get(Photo, photo_id)
+            if photo is None:
+                raise NotFound(f"photo {photo_id} not found")
+            _add_templates(s, photo, templates)
+
     def photos_with_age(self) -> list[tuple[Photo, Case, list[tuple[float | None, str | None]]]]:
         """Photos with an age at photo, their case and their aged templates' (age,
         generator): what ageing refresh looks at."""

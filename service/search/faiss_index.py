@@ -35,6 +35,7 @@ class SnapshotMeta:
     watermark: int  # the registry's template-change seq this snapshot includes
     index_sha256: str
     index_type: str = "flat"
+    transform: str = "none"  # the template transform's version the vectors went through
     format_version: int = FORMAT_VERSION
     written_at: str = ""
 
@@ -44,9 +45,10 @@ class FaissIndex:
 
     index_type = "flat"
 
-    def __init__(self, dimension: int, model_id: str) -> None:
+    def __init__(self, dimension: int, model_id: str, transform: str = "none") -> None:
         self.dimension = dimension
         self.model_id = model_id
+        self.transform = transform
         self.watermark = 0
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
         self._lock = ReadWriteLock()
@@ -98,6 +100,7 @@ class FaissIndex:
                 count=len(self),
                 watermark=self.watermark,
                 index_sha256=hashlib.sha256(blob).hexdigest(),
+                transform=self.transform,
                 written_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
         stem = _stem(self.model_id)
@@ -106,9 +109,11 @@ class FaissIndex:
         return meta
 
     @classmethod
-    def load(cls, folder: Path, model_id: str, dimension: int) -> FaissIndex | None:
+    def load(
+        cls, folder: Path, model_id: str, dimension: int, transform: str = "none"
+    ) -> FaissIndex | None:
         """The saved snapshot for this model, or None (with the reason logged) if it is
-        missing, damaged, or was built for another model or dimension."""
+        missing, damaged, or was built for another model, dimension or transform."""
         stem = _stem(model_id)
         try:
             meta = SnapshotMeta(**json.loads((folder / f"{stem}.json").read_text()))
@@ -120,10 +125,12 @@ class FaissIndex:
             logger.warning("index snapshot metadata unreadable (%s); will rebuild", err)
             return None
         problem = _snapshot_problem(meta, blob, model_id, dimension)
+        if not problem and meta.transform != transform:
+            problem = f"built with template transform {meta.transform}, not {transform}"
         if problem:
             logger.warning("index snapshot rejected: %s; will rebuild", problem)
             return None
-        index = cls(dimension, model_id)
+        index = cls(dimension, model_id, transform)
         index._index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))  # type: ignore[assignment]
         index.watermark = meta.watermark
         return index

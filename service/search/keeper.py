@@ -15,17 +15,26 @@ import numpy as np
 
 from service.registry.repository import Registry
 from service.search.faiss_index import FaissIndex
+from service.search.transform import IDENTITY, TemplateTransform
 
 logger = logging.getLogger(__name__)
 
 
 class IndexKeeper:
-    def __init__(self, registry: Registry, model_id: str, dimension: int, folder: Path) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        model_id: str,
+        dimension: int,
+        folder: Path,
+        transform: TemplateTransform = IDENTITY,
+    ) -> None:
         self.registry = registry
         self.model_id = model_id
         self.dimension = dimension
         self.folder = folder
-        self.index = FaissIndex(dimension, model_id)
+        self.transform = transform  # applied to templates entering the index and to queries
+        self.index = FaissIndex(dimension, model_id, transform.version)
         self._sync_lock = threading.Lock()
         self.last_open = "new"
 
@@ -35,7 +44,9 @@ class IndexKeeper:
 
     def open(self) -> str:
         """Load or rebuild; returns how ('loaded', 'replayed', 'rebuilt')."""
-        snapshot = FaissIndex.load(self.folder, self.model_id, self.dimension)
+        snapshot = FaissIndex.load(
+            self.folder, self.model_id, self.dimension, self.transform.version
+        )
         registry_mark = self.registry.watermark(self.model_id)
         if snapshot is None or snapshot.watermark > registry_mark:
             self.last_open = "rebuilt"
@@ -60,10 +71,10 @@ class IndexKeeper:
     def rebuild(self) -> None:
         """A new index built from the registry beside the live one, then swapped in."""
         with self._sync_lock:
-            fresh = FaissIndex(self.dimension, self.model_id)
+            fresh = FaissIndex(self.dimension, self.model_id, self.transform.version)
             fresh.watermark = self.registry.watermark(self.model_id)
             for ids, blob in self.registry.iter_templates(self.model_id):
-                fresh.add(np.asarray(ids, dtype=np.int64), np.frombuffer(blob, dtype="<f4"))
+                fresh.add(np.asarray(ids, dtype=np.int64), self._vectors(blob))
             self.index = fresh
         logger.info("index rebuilt from the registry: %d templates", len(fresh))
 
@@ -78,10 +89,18 @@ class IndexKeeper:
                         self.index.remove(ids)
                     elif change.vector is not None:
                         self.index.remove(ids)  # replay is idempotent
-                        self.index.add(ids, np.frombuffer(change.vector, dtype="<f4"))
+                        self.index.add(ids, self._vectors(change.vector))
                     self.index.watermark = change.seq
                 applied += len(changes)
             return applied
+
+    def _vectors(self, blob: bytes) -> np.ndarray:
+        raw = np.frombuffer(blob, dtype="<f4").reshape(-1, self.dimension)
+        return self.transform.apply(raw)
+
+    def query(self, template: np.ndarray) -> np.ndarray:
+        """A query template as the index holds templates: transformed, one row."""
+        return self.transform.apply(np.asarray(template, dtype=np.float32).reshape(1, -1))
 
     def save(self) -> None:
         with self._sync_lock:

@@ -32,6 +32,7 @@ async def info(
         index_size=len(homeward.keeper.index),
         index_generation=homeward.keeper.generation,
         index_opened=homeward.keeper.last_open,
+        template_transform=homeward.keeper.transform.version,
         photos_readable=state.services.photos_readable,
         score_floor=s.score_floor,
         limits={

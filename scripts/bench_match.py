@@ -269,17 +269,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    from service.faces.factory import load_backend
+    from service.faces.factory import build_pipeline
 
-    backend = load_backend(Settings(model_dir=ROOT / "models"))
+    pipeline = build_pipeline(Settings(model_dir=ROOT / "models"))  # the model id the server uses
     enroll = enrollment_photos()
     rows = [
-        bench_size(n, args.requests, enroll, backend.model_id, backend.dimension)
+        bench_size(n, args.requests, enroll, pipeline.model_id, pipeline.backend.dimension)
         for n in args.sizes
     ]
     print(
         f"\nPOST /v1/match, 640x480 photo with one face, {args.requests} sequential requests"
-        f" after 5 warm-up; model {backend.model_id}; {os.cpu_count()} cores"
+        f" after 5 warm-up; model {pipeline.model_id}; {os.cpu_count()} cores"
     )
     print(
         f"{'templates':>10}  {'p50 ms':>7}  {'p95 ms':>7}  {'enroll/s':>8}  {'aged/s':>7}"

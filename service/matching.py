@@ -222,9 +222,11 @@ class Homeward:
             current = sorted(age or 0.0 for age, gen in existing if gen == self.aged.generator)
             if current == wanted and len(existing) == len(current):
                 continue
-            pixels = decode_stored(self.photos.read(photo.stored_name))
-            x, y, w, h = json.loads(photo.face_box)
-            face = choose_face(self.pipeline.detect(pixels), FaceChoice(box=(x, y, w, h)))
+            try:
+                pixels, face = self._stored_face(photo)
+            except HomewardError as err:
+                logger.warning("photo %s not re-aged: %s", photo.id, err)
+                continue
             templates, _ = self._aged_templates(pixels, face, case, photo.age_at_photo)
             self.registry.replace_aged_templates(photo.id, templates)
             changed += 1
@@ -238,11 +240,9 @@ class Homeward:
         how many photos were embedded."""
         done = 0
         for photo, case in self.registry.photos_without_model(self.model_id):
-            pixels = decode_stored(self.photos.read(photo.stored_name))
-            x, y, w, h = json.loads(photo.face_box)
             try:
-                face = choose_face(self.pipeline.detect(pixels), FaceChoice(box=(x, y, w, h)))
-            except (HomewardError, ValueError) as err:  # no face found now: ValueError
+                pixels, face = self._stored_face(photo)
+            except HomewardError as err:
                 logger.warning("photo %s not re-embedded: %s", photo.id, err)
                 continue
             analysed = self.pipeline.analyse(pixels, face)
@@ -253,6 +253,15 @@ class Homeward:
         self.keeper.catch_up()
         self.audit.record(actor, "templates.reembed", detail={"photos": done})
         return done
+
+    def _stored_face(self, photo: Photo) -> tuple[Image, DetectedFace]:
+        """A stored photo's pixels and the face enrolled from it (found again by its box)."""
+        pixels = decode_stored(self.photos.read(photo.stored_name))
+        faces = self.pipeline.detect(pixels)
+        if not faces:
+            raise NoFaceFound("the enrolled face is no longer found in the stored photo")
+        x, y, w, h = json.loads(photo.face_box)
+        return pixels, choose_face(faces, FaceChoice(box=(x, y, w, h)))
 
     def photo_bytes(self, actor: Actor, case_id: str, photo_id: str) -> bytes:
         """A stored case photo (decrypted), for people who may see it; the view is audited."""

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         description="fitted linear map of templates in the index: a .npz path, 'none', or "
         "'default' (the shipped file for the model id, if any)",
     )
+    fallback_detector: bool = Field(
+        default=True,
+        description="when the backend's detector finds no face, try dlib's HOG detector",
+    )
     tta_flip: bool = Field(
         default=True,
         description="average each face's template with its mirror image's "

@@ -58,3 +58,37 @@ def test_info_reports_backend_and_model(client) -> None:  # type: ignore[no-unty
     assert info["model_backend"] == "sface" and info["dimension"] == 128
     assert info["model_id"] == "sface:face_recognition_sface_2021dec:0ba9fbfa01b5+flip"
     assert info["template_transform"] == "sface-flip-wccn-v1"
+
+
+def test_hog_fallback_finds_faces_the_backend_misses(sface_backend) -> None:  # type: ignore[no-untyped-def]
+    """When the backend's detector finds nothing, dlib's HOG detector is tried, and its
+    five landmarks align the chip well enough that the template is still this person's."""
+    import numpy as np
+
+    from service.faces.base import FaceBackend
+    from service.faces.dlib_backend import HogFaceDetector
+    from service.faces.pipeline import FacePipeline
+    from service.faces.quality import QualityThresholds
+    from tests.faces_of_t1 import face_crop
+
+    class Blind(FaceBackend):  # the real SFace model with a detector that sees nothing
+        name, model_id, dimension = "blind", sface_backend.model_id, sface_backend.dimension
+
+        def detect(self, image):  # type: ignore[no-untyped-def]
+            return []
+
+        def align(self, image, face):  # type: ignore[no-untyped-def]
+            return sface_backend.align(image, face)
+
+        def embed(self, image, face, chip):  # type: ignore[no-untyped-def]
+            return sface_backend.embed(image, face, chip)
+
+    thresholds = QualityThresholds(40, 10, 65)
+    normal = FacePipeline(sface_backend, thresholds, 10)
+    others = [normal.analyse_all(face_crop(i))[0].template for i in range(1, 6)]
+    photo = face_crop(0)
+    (own,) = normal.analyse_all(photo)
+    assert FacePipeline(Blind(), thresholds, 10).analyse_all(photo) == []
+    (found,) = FacePipeline(Blind(), thresholds, 10, fallback=HogFaceDetector()).analyse_all(photo)
+    same = float(np.dot(found.template, own.template))
+    assert same > 0.5 and same > max(float(np.dot(found.template, o)) for o in others) + 0.3

@@ -104,6 +104,37 @@ def five_landmarks(points68: FloatArray) -> FloatArray:
     ).astype(np.float32)
 
 
+class HogFaceDetector:
+    """dlib's HOG detector with the 68-point landmarks reduced to the five canonical ones.
+    The dlib backend's detector, and the fallback of the others when their detector finds
+    no face (dlib finds some small, old or blurred children's faces that YuNet misses)."""
+
+    def __init__(self, *, upsample: int = 1) -> None:
+        if upsample < 0:
+            raise ValueError("upsample must be >= 0")
+        self.upsample = upsample
+        self._dlib = _import_dlib()
+        self._detector = self._dlib.get_frontal_face_detector()
+        self._sixty_eight = self._dlib.shape_predictor(str(model_file(SIXTY_EIGHT_POINT_FILE)))
+        self._lock = threading.Lock()
+
+    def __call__(self, image: Image) -> list[DetectedFace]:
+        rgb = _to_rgb(image)
+        height, width = rgb.shape[:2]
+        with self._lock:
+            rects, scores, _ = self._detector.run(rgb, self.upsample, 0)
+            faces = []
+            for rect, score in zip(rects, scores, strict=True):
+                box = _clipped_box(rect, width, height)
+                shape = self._sixty_eight(rgb, _rect(self._dlib, box))
+                faces.append(
+                    DetectedFace(
+                        box=box, landmarks=five_landmarks(_shape_points(shape)), score=float(score)
+                    )
+                )
+        return faces
+
+
 class DlibBackend(FaceBackend):
     """dlib HOG detection + ResNet descriptor; unit-length 128-d float32 templates."""
 
@@ -111,30 +142,18 @@ class DlibBackend(FaceBackend):
     dimension = 128
 
     def __init__(self, *, upsample: int = 1) -> None:
-        if upsample < 0:
-            raise ValueError("upsample must be >= 0")
         self.upsample = upsample
+        self._faces = HogFaceDetector(upsample=upsample)
         self._dlib = _import_dlib()
         descriptor_path = model_file(DESCRIPTOR_FILE)
-        self._detector = self._dlib.get_frontal_face_detector()
         self._five = self._dlib.shape_predictor(str(model_file(FIVE_POINT_FILE)))
-        self._sixty_eight = self._dlib.shape_predictor(str(model_file(SIXTY_EIGHT_POINT_FILE)))
         self._facerec = self._dlib.face_recognition_model_v1(str(descriptor_path))
         self.model_id = descriptor_model_id(descriptor_path)
         self._lock = threading.Lock()
         logger.info("dlib backend loaded (%s, upsample=%d)", self.model_id, upsample)
 
     def detect(self, image: Image) -> list[DetectedFace]:
-        rgb = _to_rgb(image)
-        height, width = rgb.shape[:2]
-        with self._lock:
-            rects, scores, _ = self._detector.run(rgb, self.upsample, 0)
-        faces = []
-        for rect, score in zip(rects, scores, strict=True):
-            box = _clipped_box(rect, width, height)
-            landmarks = self._landmarks(rgb, box)
-            faces.append(DetectedFace(box=box, landmarks=landmarks, score=float(score)))
-        return faces
+        return self._faces(image)
 
     def align(self, image: Image, face: DetectedFace) -> Image:
         chip_rgb = self._chip_rgb(_to_rgb(image), face.box)
@@ -149,18 +168,14 @@ class DlibBackend(FaceBackend):
         vector = np.asarray(descriptor, dtype=np.float32).reshape(self.dimension)
         return l2_normalise(vector)
 
-    def _rect(self, box: tuple[float, float, float, float]) -> Any:
-        x, y, w, h = box
-        left, top = int(round(x)), int(round(y))
-        return self._dlib.rectangle(left, top, left + int(round(w)) - 1, top + int(round(h)) - 1)
-
-    def _landmarks(self, rgb: Image, box: tuple[float, float, float, float]) -> FloatArray:
-        with self._lock:
-            shape = self._sixty_eight(rgb, self._rect(box))
-        return five_landmarks(_shape_points(shape))
-
     def _chip_rgb(self, rgb: Image, box: tuple[float, float, float, float]) -> Image:
         with self._lock:
-            shape = self._five(rgb, self._rect(box))
+            shape = self._five(rgb, _rect(self._dlib, box))
             chip = self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         return np.asarray(chip, dtype=np.uint8)
+
+
+def _rect(dlib: Any, box: tuple[float, float, float, float]) -> Any:
+    x, y, w, h = box
+    left, top = int(round(x)), int(round(y))
+    return dlib.rectangle(left, top, left + int(round(w)) - 1, top + int(round(h)) - 1)

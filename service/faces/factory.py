@@ -65,9 +65,16 @@ def build_pipeline(settings: Settings, backend: FaceBackend | None = None) -> Fa
     thresholds = QualityThresholds(
         settings.min_face_px, settings.min_sharpness, settings.max_yaw_degrees
     )
+    backend = backend or load_backend(settings)
+    fallback = None
+    if settings.fallback_detector and backend.name != "dlib":
+        from service.faces.dlib_backend import HogFaceDetector
+
+        fallback = HogFaceDetector()
     return FacePipeline(
-        backend or load_backend(settings),
+        backend,
         thresholds,
         settings.max_faces_per_image,
         flip=settings.tta_flip,
+        fallback=fallback,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,11 +34,13 @@ class FacePipeline:
         thresholds: QualityThresholds,
         max_faces: int,
         flip: bool = False,
+        fallback: Callable[[Image], list[DetectedFace]] | None = None,
     ):
         self.backend = backend
         self.thresholds = thresholds
         self.max_faces = max_faces
         self.flip = flip  # test-time augmentation: average with the mirrored chip's template
+        self.fallback = fallback  # a second detector, tried when the backend's finds no face
 
     @property
     def model_id(self) -> str:
@@ -47,7 +50,10 @@ class FacePipeline:
 
     def detect(self, image: Image) -> list[DetectedFace]:
         """Faces largest first, at most ``max_faces``."""
-        faces = sorted(self.backend.detect(image), key=lambda f: f.area, reverse=True)
+        faces = self.backend.detect(image)
+        if not faces and self.fallback is not None:
+            faces = self.fallback(image)
+        faces = sorted(faces, key=lambda f: f.area, reverse=True)
         return faces[: self.max_faces]
 
     def analyse(self, image: Image, face: DetectedFace) -> AnalysedFace:

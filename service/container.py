@@ -98,7 +98,7 @@ def build_services(settings: Settings, backend: FaceBackend | None = None) -> Se
     core = open_core(settings)
     registry = Registry(core.db)
     photos = PhotoStore(settings.photo_dir, core.sealer, key_matches=core.key_matches)
-    photos.sweep(registry.photo_names() | _sighting_photo_names(core.db))
+    photos.sweep(registry.photo_names())
     pipeline = build_pipeline(settings, backend)
     dimension = pipeline.backend.dimension
     try:
@@ -127,15 +127,6 @@ def build_services(settings: Settings, backend: FaceBackend | None = None) -> Se
         Sightings(homeward, webhooks),
         webhooks,
     )
-
-
-def _sighting_photo_names(db: Database) -> set[str]:
-    from sqlalchemy import select
-
-    from service.registry.models import Sighting
-
-    with db.session() as s:
-        return set(s.scalars(select(Sighting.stored_name)))
 
 
 def ensure_admin_key(keys: ApiKeys, settings: Settings) -> None:

@@ -15,6 +15,7 @@ from service.audit import Actor
 from service.errors import Conflict, NoFaceFound, NotFound
 from service.matching import Homeward, case_expected_age
 from service.registry.models import Candidate, Case, Photo, Review, Sighting, new_id
+from service.registry.repository import box_json
 from service.webhooks import Webhooks
 
 DECISIONS = ("confirm", "reject", "unsure")
@@ -71,7 +72,7 @@ class Sightings:
                     id=new_id(),
                     sighting_id=sighting.id,
                     face_index=n,
-                    face_box=json.dumps([round(v, 1) for v in face.analysed.face.box]),
+                    face_box=box_json(face.analysed.face.box),
                     face_quality=json.dumps(asdict(face.analysed.quality)),
                     case_id=c.case_id,
                     org_id=c.org_id,

@@ -6,7 +6,7 @@ import logging
 
 from service.errors import ModelUnavailable
 from service.faces.base import FaceBackend
-from service.faces.model_files import insightface_files, sface_files
+from service.faces.model_files import sface_files
 from service.faces.pipeline import FacePipeline
 from service.faces.quality import QualityThresholds
 from service.settings import Settings
@@ -39,10 +39,9 @@ def load_backend(settings: Settings) -> FaceBackend:
         case "insightface":
             from service.faces.insightface import InsightFaceBackend
 
-            detector, recogniser = insightface_files(settings.model_dir, settings.insightface_pack)
-            backend = InsightFaceBackend(
-                detector,
-                recogniser,
+            backend = InsightFaceBackend.from_pack(
+                settings.model_dir,
+                settings.insightface_pack,
                 threads=settings.inference_threads,
                 det_threshold=settings.min_detection_score,
             )

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from service.errors import Conflict, NotFound
 from service.registry.db import Database
-from service.registry.models import Case, Photo, Template, TemplateChange, utcnow
+from service.registry.models import Case, Photo, Sighting, Template, TemplateChange, utcnow
 
 CASE_FIELDS = (
     "external_ref",
@@ -194,8 +194,10 @@ class Registry:
             return photo.stored_name
 
     def photo_names(self) -> set[str]:
+        """Every stored file the registry references: case photos and sighting photos."""
         with self.db.session() as s:
-            return set(s.scalars(select(Photo.stored_name)))
+            cases = set(s.scalars(select(Photo.stored_name)))
+            return cases | set(s.scalars(select(Sighting.stored_name)))
 
     def template_kinds(self, template_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
         """template id -> (case id, photo id, kind)."""

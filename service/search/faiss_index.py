@@ -80,14 +80,6 @@ class FaissIndex:
             scores, ids = self._index.search(queries, k, params=params)
         return scores, ids
 
-    def contains(self, template_id: int) -> bool:
-        with self._lock.reading():
-            try:
-                self._index.reconstruct(int(template_id))
-            except RuntimeError:
-                return False
-            return True
-
     # -- snapshots ---------------------------------------------------------------------
 
     def save(self, folder: Path) -> SnapshotMeta:

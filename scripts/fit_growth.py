@@ -1,4 +1,4 @@
-"""Fit the growth model shipped as service/ageing/data/growth_v1.json from FG-NET.
+"""Fit the growth model shipped as service/ageing/data/growth_v2.json from FG-NET.
 
     .venv/bin/python scripts/fit_growth.py --dataset ../shared/data/fgnet
 
@@ -131,8 +131,9 @@ def fit(samples: list[Sample], options: FitOptions | None = None) -> GrowthModel
     """The growth model fitted on ``samples`` (the evaluation passes training folds)."""
     shapes = np.stack([s.points for s in samples])
     ages = np.array([s.age for s in samples], dtype=np.float64)
+    subjects = [s.subject for s in samples]
     return fit_growth_model(
-        shapes, ages, options, source=SOURCE, landmarks="hand-placed (FG-NET markup)"
+        shapes, ages, subjects, options, source=SOURCE, landmarks="hand-placed (FG-NET markup)"
     )
 
 

@@ -152,10 +152,12 @@ def test_a_face_chosen_by_index(progressor: AgeProgressor) -> None:
 
 def test_the_shipped_model_file() -> None:
     data = json.loads(DEFAULT_MODEL_FILE.read_text())
-    assert data["version"] == "growth_v1"
+    assert data["version"] == "growth_v2"
     assert data["ages"] == list(range(26))
     assert np.asarray(data["shapes"]).shape == (26, 68, 2)
     assert {"source", "method", "fitted", "sex_specific"} <= set(data)
+    assert np.asarray(data["pose"]["modes"]).shape == (2, 68, 2)
+    assert all(0 <= p < 0.5 for p in data["pose"]["persistence"])  # pose hardly persists
     assert DEFAULT_MODEL_FILE.stat().st_size < 100_000
 
 

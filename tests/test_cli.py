@@ -90,8 +90,21 @@ def test_enroll_needs_the_columns(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_keys_create_list_revoke(runner: CliRunner) -> None:
-    created = runner.invoke(main, ["keys", "create", "--name", "registry app", "--org", "Reg A",
-                                   "--role", "registry", "--role", "reviewer"])
+    created = runner.invoke(
+        main,
+        [
+            "keys",
+            "create",
+            "--name",
+            "registry app",
+            "--org",
+            "Reg A",
+            "--role",
+            "registry",
+            "--role",
+            "reviewer",
+        ],
+    )
     assert created.exit_code == 0, created.output
     key_id = created.output.split()[2]
     key = created.output.strip().splitlines()[-1]
@@ -119,8 +132,12 @@ def test_orgs_and_retention_commands(runner: CliRunner, tmp_path: Path) -> None:
     assert created.exit_code == 0 and "Registry North" in created.output
     assert runner.invoke(main, ["orgs", "create", "Registry North"]).exit_code == 1
     assert "Registry North" in runner.invoke(main, ["orgs", "list"]).output
-    assert runner.invoke(main, ["enroll", str(write_enrollment_csv(tmp_path)),
-                                "--org", "Registry North"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["enroll", str(write_enrollment_csv(tmp_path)), "--org", "Registry North"]
+        ).exit_code
+        == 0
+    )
     result = runner.invoke(main, ["retention", "run"])
     assert result.exit_code == 0, result.output
     assert "purged 0 closed case(s) and 0 sighting(s)" in result.output

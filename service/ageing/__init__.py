@@ -1,7 +1,7 @@
 """Age progression in image space: a child's photo aged to the age they would be now.
 
 ``age_photo`` finds the face (dlib HOG + 68 landmarks), moves its landmarks with a growth
-model fitted on real children's faces (``growth.py``, data in ``data/growth_v1.json``) and
+model fitted on real children's faces (``growth.py``, data in ``data/growth_v2.json``) and
 warps the photo to match (``warp.py``). ``contact_sheet`` lays results side by side.
 """
 

@@ -7,17 +7,24 @@
    shapes (smooths across age; FG-NET has 10-45 photos per year of childhood).
 4. Make each mean bilaterally symmetric and align it to the overall mean, so that the
    differences between ages hold shape only, no similarity and no average head turn.
+5. The pose model, from every shape (not only frontal ones): each shape's difference from
+   the mean at its age; the leading principal modes of those differences (head turn and
+   nod); per mode, the least-squares persistence of a person's coefficient from one photo
+   to another of the same person (pairs of different photos); and, per mode, a limit on
+   the change: the given percentile of the coefficients' magnitude, i.e. no more than
+   the pose of an ordinary photo.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 
 import numpy as np
 import numpy.typing as npt
 
-from service.ageing.growth import GrowthModel
+from service.ageing.growth import GrowthModel, PoseModel
 from service.ageing.shapes import (
     N_POINTS,
     Points,
@@ -29,7 +36,7 @@ from service.ageing.shapes import (
     yaw_score,
 )
 
-VERSION = "growth_v1"
+VERSION = "growth_v2"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class FitOptions:
     bandwidth_years: float = 2.0
     max_yaw_score: float = 0.06  # about the median of FG-NET; see shapes.yaw_score
     max_age_used: int = 30  # shapes older than this carry no weight at max_age anyway
+    pose_modes: int = 2  # head turn and nod; 0 for no pose model
+    pose_limit_percentile: float = 75.0
 
 
 def frontal_mask(shapes: npt.NDArray[np.float64], max_yaw_score: float) -> npt.NDArray[np.bool_]:
@@ -84,16 +93,48 @@ def _shape_at_age(
     return normalise(mean.reshape(N_POINTS, 2))
 
 
+def fit_pose_model(
+    shapes: npt.NDArray[np.float64],
+    ages: npt.NDArray[np.float64],
+    subjects: Sequence[str],
+    means: GrowthModel,
+    options: FitOptions,
+) -> PoseModel:
+    """The pose model (step 5 above) of shapes (n, 68, 2) of known age and person."""
+    used = [i for i, age in enumerate(ages) if age <= options.max_age_used]
+    clamp = float(means.max_age)
+    residuals = np.stack(
+        [_residual(shapes[i], means.mean_shape(min(float(ages[i]), clamp))) for i in used]
+    )
+    _, _, vt = np.linalg.svd(residuals - residuals.mean(axis=0), full_matrices=False)
+    modes = vt[: options.pose_modes]
+    coefficients = dict(zip(used, residuals @ modes.T, strict=True))
+    pairs = [(i, j) for i in used for j in used if i != j and subjects[i] == subjects[j]]
+    if not pairs:
+        raise ValueError("a pose model needs two or more photos of one person")
+    earlier = np.stack([coefficients[i] for i, _ in pairs])
+    later = np.stack([coefficients[j] for _, j in pairs])
+    persistence = (earlier * later).sum(axis=0) / (earlier**2).sum(axis=0)
+    limits = np.percentile(np.abs(residuals @ modes.T), options.pose_limit_percentile, axis=0)
+    return PoseModel(modes.reshape(-1, N_POINTS, 2), persistence, limits)
+
+
+def _residual(shape: Points, mean: Points) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = (align(shape, mean) - mean).ravel()
+    return out
+
+
 def fit_growth_model(
     shapes: npt.NDArray[np.float64],
     ages: npt.NDArray[np.float64],
+    subjects: Sequence[str],
     options: FitOptions | None = None,
     *,
     source: str,
     landmarks: str,
 ) -> GrowthModel:
-    """A growth model with its provenance; ``source`` names the data, ``landmarks`` how the
-    shapes were obtained."""
+    """A growth model with its provenance; ``subjects`` names the person of each shape,
+    ``source`` the data, ``landmarks`` how the shapes were obtained."""
     options = options or FitOptions()
     means = fit_mean_shapes(shapes, ages, options)
     used = int((frontal_mask(shapes, options.max_yaw_score) & (ages <= options.max_age_used)).sum())
@@ -104,7 +145,10 @@ def fit_growth_model(
         "frame": "normalised: centroid 0, RMS radius 1, eye line horizontal, symmetric",
         "method": (
             "generalised Procrustes (similarity) alignment of near-frontal shapes; per integer "
-            "age, Gaussian kernel-weighted local linear regression on age; mirror-symmetrised"
+            "age, Gaussian kernel-weighted local linear regression on age; mirror-symmetrised. "
+            "Pose: principal modes of all shapes' differences from the mean at their age, "
+            "persistence regressed over pairs of one person's photos, limits a percentile "
+            "of the coefficients' magnitude"
         ),
         "options": asdict(options),
         "shapes_used": used,
@@ -112,4 +156,8 @@ def fit_growth_model(
         "fitted": date.today().isoformat(),
     }
     ages_out = tuple(range(options.min_age, options.max_age + 1))
-    return GrowthModel(version=VERSION, ages=ages_out, shapes=means, metadata=metadata)
+    model = GrowthModel(version=VERSION, ages=ages_out, shapes=means, metadata=metadata)
+    if options.pose_modes == 0:
+        return model
+    pose = fit_pose_model(shapes, ages, subjects, model, options)
+    return replace(model, pose=pose)

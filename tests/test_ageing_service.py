@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from service.ageing.templates import target_ages
+from service.evaluation.folds import use_growth_model
 from service.settings import Settings
 from tests.faces_of_t1 import blank_photo
 from tests.images import astronaut_bgr, encode, t1_bgr
@@ -195,3 +197,20 @@ def test_age_command_writes_images_and_a_sheet(
         main, ["age", str(photo), "--from", "9", "--to", "5", "-o", str(tmp_path / "x.jpg")]
     )
     assert bad.exit_code == 1 and "above the age at photo" in bad.output
+
+
+def test_a_new_growth_model_re_ages_every_photo(client: TestClient) -> None:
+    case_id = client.post(
+        "/v1/cases", json={"display_name": "A", "birth_date": born_years_ago(12)}
+    ).json()["id"]
+    client.post(
+        f"/v1/cases/{case_id}/photos",
+        data={"age_at_photo": "6"},
+        files={"file": ("a.jpg", encode(astronaut_bgr()), JPEG)},
+    )
+    services = client.app.state.homeward.services
+    shipped = services.homeward.aged.progressor.model
+    use_growth_model(services, replace(shipped, version="growth_test"))
+    ((_, _, existing),) = services.registry.photos_with_age()
+    assert [generator for _, generator in existing] == ["growth_test"] * 3
+    assert client.get("/v1/info").json()["index_size"] == 4

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import click
 import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from service.ageing.fgnet import read_fgnet_points
+from service.ageing.fitting import fit_growth_model
+from service.ageing.growth import load_growth_model
 from service.cli import main
+from service.evaluation.folds import fold_growth_models, fold_of
 from service.evaluation.protocols import Sample, child
 from service.evaluation.runner import case_dates
 from service.matching import expected_age
 from tests.conftest import REPO
 from tests.faces_of_t1 import altered_probe, blank_photo, face_crop
 from tests.images import encode
+from tests.test_growth_model import synthetic_faces
 
 
 @pytest.fixture
@@ -175,3 +183,38 @@ def test_folds_fit_the_transform_without_the_probes_people(
     fig = json.loads(out_json.read_text())
     assert fig["probes"] == 12 and fig["template_transform"] == "2 folds"
     assert fig["rank_1"] >= 10 / 12 and "2 folds" in fig["model_id"]
+
+
+def write_pts(path: Path, points: np.ndarray) -> None:
+    body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in points)
+    path.write_text(f"version: 1\nn_points: {len(points)}\n{{\n{body}\n}}\n")
+
+
+def test_folds_refit_the_growth_model_without_the_probes_people(tmp_path: Path) -> None:
+    faces, ages, people = synthetic_faces(load_growth_model(), people=6, photos=6)
+    samples = []
+    for n, (face, age, person) in enumerate(zip(faces, ages, people, strict=True)):
+        write_pts(tmp_path / f"{n}.pts", face)
+        samples.append(
+            Sample(f"{n}.jpg", tmp_path / f"{n}.jpg", person, age, "", tmp_path / f"{n}.pts")
+        )
+    folds = fold_of(samples, 2)
+    models = fold_growth_models(samples, folds, 2)
+    assert sorted(models) == [0, 1] and models[1].version == "growth_v2 fold 2/2"
+    kept = [n for n, s in enumerate(samples) if folds[s.identity] != 1]
+    alone = fit_growth_model(
+        np.stack([read_fgnet_points(samples[n].landmarks) for n in kept]),  # type: ignore[arg-type]
+        ages[kept], [people[n] for n in kept], source="", landmarks="",
+    )  # fmt: skip
+    np.testing.assert_allclose(models[1].shapes, alone.shapes)
+    assert fold_growth_models([replace(s, landmarks=None) for s in samples], folds, 2) == {}
+    (tmp_path / "0.pts").write_text("version: 1\n{\n1 2\n}\n")
+    with pytest.raises(click.ClickException, match="0.pts holds 1 points"):
+        fold_growth_models(samples, folds, 2)
+
+
+def test_labels_must_point_at_landmark_files_that_exist(runner: CliRunner, tmp_path: Path) -> None:
+    rows = [{"path": "x.jpg", "identity": "x", "age": "3", "landmarks": "x.pts"}]
+    dataset = write_dataset(tmp_path / "a", rows, {"x.jpg": encode(face_crop(0))})
+    result = evaluate(runner, dataset, "fgnet-looi")
+    assert result.exit_code == 1 and "x.pts" in result.output

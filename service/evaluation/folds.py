@@ -5,6 +5,11 @@ K folds; for each fold the transform is fitted on the photos of the other folds'
 (embedded through the service's pipeline), the service's index is rebuilt with it (the
 same path as a start with a new transform), and only the probes of the fold's own people
 are matched. No probe is ever scored by a transform that has seen its person.
+
+With aged templates, and labels that give FG-NET landmarks (a ``landmarks`` column), the
+growth model is refitted per fold the same way, on the other folds' people, and the
+gallery's aged templates are remade with it (``ageing refresh``, as after a growth model
+update) before the fold's probes are matched.
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import click
 import numpy as np
 from tqdm import tqdm
 
+from service.ageing import AgeProgressor, GrowthModel
+from service.ageing.fgnet import read_fgnet_points
+from service.ageing.fitting import fit_growth_model
+from service.ageing.templates import AgedTemplates
+from service.audit import SYSTEM
 from service.container import Services, build_services
 from service.errors import HomewardError
 from service.evaluation.protocols import Plan, Sample
@@ -72,6 +84,44 @@ def embed_samples(svc: Services, samples: list[Sample]) -> tuple[np.ndarray, lis
     return np.asarray(rows, dtype=np.float32), kept
 
 
+def fold_growth_models(
+    samples: list[Sample], folds: dict[str, int], k: int
+) -> dict[int, GrowthModel]:
+    """Per fold, the growth model fitted on the landmarks of the other folds' people; none
+    if the labels give no landmarks."""
+    marked = [s for s in samples if s.landmarks is not None and s.age is not None]
+    if not marked:
+        return {}
+    try:
+        points = np.stack([read_fgnet_points(s.landmarks) for s in marked if s.landmarks])
+    except ValueError as err:
+        raise click.ClickException(f"cannot refit the growth model per fold: {err}") from None
+    ages = np.array([s.age for s in marked], dtype=np.float64)
+    people = np.array([s.identity for s in marked])
+    fold = np.array([folds[s.identity] for s in marked])
+    models = {}
+    for f in range(k):
+        train = fold != f
+        model = fit_growth_model(
+            points[train],
+            ages[train],
+            list(people[train]),
+            source="the evaluation dataset's other folds",
+            landmarks="labels.csv landmarks (FG-NET markup)",
+        )
+        models[f] = replace(model, version=f"{model.version} fold {f + 1}/{k}")
+    return models
+
+
+def use_growth_model(svc: Services, model: GrowthModel) -> None:
+    """Remake every aged template with ``model`` (its version differs from the templates')."""
+    current = svc.homeward.aged
+    progressor = AgeProgressor(model, current.progressor.detector, current.progressor.warp)
+    svc.homeward.aged = AgedTemplates(current.pipeline, progressor)
+    remade = svc.homeward.refresh_aged(SYSTEM)
+    logger.info("aged templates of %d photos remade with %s", remade, model.version)
+
+
 def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: int) -> Outcome:
     started = time.perf_counter()
     gallery = enroll_gallery(svc, plan.gallery)
@@ -84,7 +134,10 @@ def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: 
     excludes = any(p.own_case is not None for p in plan.probes)
     fetch = min(top_k + 1, svc.settings.max_candidates) if excludes else top_k
     keeper = svc.homeward.keeper
+    growth = fold_growth_models(samples, folds, k) if svc.settings.aged_templates else {}
     for fold in range(k):
+        if fold in growth:
+            use_growth_model(svc, growth[fold])
         train = person != fold
         matrix, mean = fit_linear_map(
             vectors[train],

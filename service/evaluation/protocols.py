@@ -27,6 +27,7 @@ class Sample:
     identity: str
     age: float | None
     role: str = ""
+    landmarks: Path | None = None  # FG-NET-markup .pts file, if the labels give one
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def read_labels(dataset: Path) -> list[Sample]:
         if missing:
             raise click.UsageError(
                 f"{labels} needs the columns {list(REQUIRED_COLUMNS)} (and optionally "
-                f"'role'); missing: {missing}"
+                f"'role' and 'landmarks'); missing: {missing}"
             )
         samples = [_sample(dataset, line, row) for line, row in enumerate(reader, start=2)]
     _check(labels, samples)
@@ -83,7 +84,10 @@ def _sample(dataset: Path, line: int, row: dict[str, str]) -> Sample:
         raise click.UsageError(
             f"labels.csv line {line}: age {age_text!r} is not a number"
         ) from None
-    return Sample(name, dataset / name, identity, age, role)
+    landmarks = (row.get("landmarks") or "").strip()
+    return Sample(
+        name, dataset / name, identity, age, role, dataset / landmarks if landmarks else None
+    )
 
 
 def _check(labels: Path, samples: list[Sample]) -> None:
@@ -93,6 +97,7 @@ def _check(labels: Path, samples: list[Sample]) -> None:
     if len(set(names)) != len(names):
         raise click.UsageError(f"{labels} lists a path more than once")
     absent = [s.name for s in samples if not s.file.is_file()]
+    absent += [str(s.landmarks) for s in samples if s.landmarks and not s.landmarks.is_file()]
     if absent:
         shown = ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else "")
         raise click.ClickException(f"{len(absent)} file(s) of {labels} not found: {shown}")

@@ -182,6 +182,7 @@ def test_folds_fit_the_transform_without_the_probes_people(
     assert result.exit_code == 0, result.output
     fig = json.loads(out_json.read_text())
     assert fig["probes"] == 12 and fig["template_transform"] == "2 folds"
+    assert fig["growth_model"] is None  # no aged templates
     assert fig["rank_1"] >= 10 / 12 and "2 folds" in fig["model_id"]
 
 

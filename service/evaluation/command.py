@@ -10,7 +10,7 @@ import click
 
 from service.errors import HomewardError
 from service.evaluation.folds import run_folds
-from service.evaluation.protocols import PROTOCOLS, read_labels
+from service.evaluation.protocols import PROTOCOLS, Sample, read_labels
 from service.evaluation.report import figures, table, write_json, write_plot
 from service.evaluation.runner import run_plan
 from service.settings import Settings
@@ -22,6 +22,13 @@ def _png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path
     if value is not None and value.suffix.lower() != ".png":
         raise click.BadParameter("the plot is written as PNG: give a FILE.png")
     return value
+
+
+def growth_model_use(samples: list[Sample], folds: int | None) -> str:
+    """Which growth model ages the gallery (``run_folds`` refits it when it can)."""
+    if folds and any(s.landmarks for s in samples):
+        return f"refitted per fold ({folds} folds) on the other folds' landmarks"
+    return "the shipped one (fitted on FG-NET: not leave-subjects-out on FG-NET)"
 
 
 @click.command()
@@ -91,12 +98,15 @@ def evaluate(
             + ("on" if settings.aged_templates else "off"),
             err=True,
         )
+    growth = growth_model_use(samples, folds)
     if folds:
         click.echo(
             f"template transform: fitted per fold ({folds} folds of people), each fold's "
             "probes scored by a transform fitted on the other folds' people",
             err=True,
         )
+    if settings.aged_templates:
+        click.echo(f"growth model of the aged templates: {growth}", err=True)
     else:
         click.echo(
             f"template transform setting: {settings.template_transform} (a transform "
@@ -120,6 +130,7 @@ def evaluate(
     fig["score_floor"] = settings.score_floor
     fig["aged_templates"] = settings.aged_templates
     fig["template_transform"] = f"{folds} folds" if folds else settings.template_transform
+    fig["growth_model"] = growth if settings.aged_templates else None
     fig["seconds"]["total"] = time.perf_counter() - started
     click.echo(
         f"protocol {protocol}, model {outcome.model_id}, score floor {settings.score_floor}, "

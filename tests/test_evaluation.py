@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
 import pytest
@@ -210,7 +209,7 @@ def test_folds_refit_the_growth_model_without_the_probes_people(tmp_path: Path) 
     np.testing.assert_allclose(models[1].shapes, alone.shapes)
     assert fold_growth_models([replace(s, landmarks=None) for s in samples], folds, 2) == {}
     (tmp_path / "0.pts").write_text("version: 1\n{\n1 2\n}\n")
-    with pytest.raises(click.ClickException, match="0.pts holds 1 points"):
+    with pytest.raises(ValueError, match="0.pts holds 1 points"):
         fold_growth_models(samples, folds, 2)
 
 
@@ -219,3 +218,16 @@ def test_labels_must_point_at_landmark_files_that_exist(runner: CliRunner, tmp_p
     dataset = write_dataset(tmp_path / "a", rows, {"x.jpg": encode(face_crop(0))})
     result = evaluate(runner, dataset, "fgnet-looi")
     assert result.exit_code == 1 and "x.pts" in result.output
+
+
+def test_a_bad_landmark_file_fails_the_fold_refit_cleanly(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    rows = [{"path": f"{n}.jpg", "identity": n, "age": "3", "landmarks": "bad.pts"} for n in "xy"]
+    files = {"x.jpg": encode(face_crop(0)), "y.jpg": encode(face_crop(1)), "bad.pts": b"{ 1 2 }"}
+    result = evaluate(
+        runner, write_dataset(tmp_path / "a", rows, files), "fgnet-looi", "--folds", "2"
+    )
+    assert result.exit_code == 1, result.output
+    assert "cannot refit the growth model per fold" in result.output and "bad.pts" in result.output
+    assert "Traceback" not in result.output

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import date
@@ -109,7 +110,10 @@ def fit_pose_model(
     _, _, vt = np.linalg.svd(residuals - residuals.mean(axis=0), full_matrices=False)
     modes = vt[: options.pose_modes]
     coefficients = dict(zip(used, residuals @ modes.T, strict=True))
-    pairs = [(i, j) for i in used for j in used if i != j and subjects[i] == subjects[j]]
+    photos_of: dict[str, list[int]] = defaultdict(list)
+    for i in used:
+        photos_of[subjects[i]].append(i)
+    pairs = [(i, j) for group in photos_of.values() for i in group for j in group if i != j]
     if not pairs:
         raise ValueError("a pose model needs two or more photos of one person")
     earlier = np.stack([coefficients[i] for i, _ in pairs])

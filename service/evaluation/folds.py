@@ -92,10 +92,7 @@ def fold_growth_models(
     marked = [s for s in samples if s.landmarks is not None and s.age is not None]
     if not marked:
         return {}
-    try:
-        points = np.stack([read_fgnet_points(s.landmarks) for s in marked if s.landmarks])
-    except ValueError as err:
-        raise click.ClickException(f"cannot refit the growth model per fold: {err}") from None
+    points = np.stack([read_fgnet_points(s.landmarks) for s in marked if s.landmarks])
     ages = np.array([s.age for s in marked], dtype=np.float64)
     people = np.array([s.identity for s in marked])
     fold = np.array([folds[s.identity] for s in marked])
@@ -134,7 +131,10 @@ def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: 
     excludes = any(p.own_case is not None for p in plan.probes)
     fetch = min(top_k + 1, svc.settings.max_candidates) if excludes else top_k
     keeper = svc.homeward.keeper
-    growth = fold_growth_models(samples, folds, k) if svc.settings.aged_templates else {}
+    try:
+        growth = fold_growth_models(samples, folds, k) if svc.settings.aged_templates else {}
+    except ValueError as err:  # a landmark file that is not one, too few usable shapes
+        raise click.ClickException(f"cannot refit the growth model per fold: {err}") from None
     for fold in range(k):
         if fold in growth:
             use_growth_model(svc, growth[fold])

@@ -30,6 +30,19 @@ def born_years_ago(years: float) -> str:
     return str(today.replace(year=today.year - int(years)))
 
 
+def case_with_aged_photo(client: TestClient) -> str:
+    """A case of a child born 12 years ago with a photo at 6: three aged templates."""
+    case_id: str = client.post(
+        "/v1/cases", json={"display_name": "A", "birth_date": born_years_ago(12)}
+    ).json()["id"]
+    client.post(
+        f"/v1/cases/{case_id}/photos",
+        data={"age_at_photo": "6"},
+        files={"file": ("a.jpg", encode(astronaut_bgr()), JPEG)},
+    )
+    return case_id
+
+
 def post_ageing(client: TestClient, photo: bytes, **form: object) -> object:
     return client.post("/v1/ageing", files={"file": ("a.jpg", photo, JPEG)}, data=form)
 
@@ -127,14 +140,7 @@ def test_no_aged_templates_without_ages(client: TestClient) -> None:
 
 
 def test_refresh_re_ages_when_the_expected_age_changes(client: TestClient) -> None:
-    case_id = client.post(
-        "/v1/cases", json={"display_name": "A", "birth_date": born_years_ago(12)}
-    ).json()["id"]
-    client.post(
-        f"/v1/cases/{case_id}/photos",
-        data={"age_at_photo": "6"},
-        files={"file": ("a.jpg", encode(astronaut_bgr()), JPEG)},
-    )
+    case_id = case_with_aged_photo(client)
     assert client.post("/v1/admin/ageing/refresh").json() == {"photos_refreshed": 0}
     client.patch(f"/v1/cases/{case_id}", json={"birth_date": born_years_ago(15)})
     assert client.post("/v1/admin/ageing/refresh").json() == {"photos_refreshed": 1}
@@ -200,14 +206,7 @@ def test_age_command_writes_images_and_a_sheet(
 
 
 def test_a_new_growth_model_re_ages_every_photo(client: TestClient) -> None:
-    case_id = client.post(
-        "/v1/cases", json={"display_name": "A", "birth_date": born_years_ago(12)}
-    ).json()["id"]
-    client.post(
-        f"/v1/cases/{case_id}/photos",
-        data={"age_at_photo": "6"},
-        files={"file": ("a.jpg", encode(astronaut_bgr()), JPEG)},
-    )
+    case_with_aged_photo(client)
     services = client.app.state.homeward.services
     shipped = services.homeward.aged.progressor.model
     use_growth_model(services, replace(shipped, version="growth_test"))

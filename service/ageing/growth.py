@@ -117,26 +117,6 @@ class GrowthModel:
         shape: Points = (1 - weight) * self.shapes[low] + weight * self.shapes[high]
         return shape
 
-    def shape_change(
-        self,
-        points: Points,
-        source_age: float,
-        target_age: float,
-        sex: Sex | None = None,
-        *,
-        pose: bool = True,
-    ) -> Points:
-        """Per-landmark displacement (image pixels) that ages ``points`` to ``target_age``:
-        growth, plus the pose model's step towards frontal if there is one and ``pose``."""
-        points = as_points(points)
-        source = self.mean_shape(source_age, sex)
-        frame, _ = similarity(source, points)
-        change = self.mean_shape(target_age, sex) - source
-        if pose and self.pose is not None:
-            change = change + self.pose.change(align(points, source) - source)
-        moved: Points = change @ frame.T
-        return moved
-
     def age_points(
         self,
         points: Points,
@@ -146,9 +126,15 @@ class GrowthModel:
         *,
         pose: bool = True,
     ) -> Points:
-        """``points`` (68 x 2, image pixels) as the model expects them at ``target_age``."""
-        change = self.shape_change(points, source_age, target_age, sex, pose=pose)
-        aged: Points = as_points(points) + change
+        """``points`` (68 x 2, image pixels) as the model expects them at ``target_age``:
+        moved by growth, plus the pose model's step if there is one and ``pose``."""
+        points = as_points(points)
+        source = self.mean_shape(source_age, sex)
+        frame, _ = similarity(source, points)
+        change = self.mean_shape(target_age, sex) - source
+        if pose and self.pose is not None:
+            change = change + self.pose.change(align(points, source) - source)
+        aged: Points = points + change @ frame.T
         return aged
 
     def to_json(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@
    shapes (smooths across age; FG-NET has 10-45 photos per year of childhood).
 4. Make each mean bilaterally symmetric and align it to the overall mean, so that the
    differences between ages hold shape only, no similarity and no average head turn.
-5. The pose model, from every shape (not only frontal ones): each shape's difference from
+5. The pose model, from every shape (not only frontal ones): each shape's deviation from
    the mean at its age; the leading principal modes of those differences (head turn and
    nod); per mode, the least-squares persistence of a person's coefficient from one photo
    to another of the same person (pairs of different photos); and, per mode, a limit on
@@ -30,6 +30,7 @@ from service.ageing.shapes import (
     N_POINTS,
     Points,
     align,
+    deviation,
     generalised_procrustes,
     normalise,
     symmetrise,
@@ -104,12 +105,13 @@ def fit_pose_model(
     """The pose model (step 5 above) of shapes (n, 68, 2) of known age and person."""
     used = [i for i, age in enumerate(ages) if age <= options.max_age_used]
     clamp = float(means.max_age)
-    residuals = np.stack(
-        [_residual(shapes[i], means.mean_shape(min(float(ages[i]), clamp))) for i in used]
+    deviations = np.stack(
+        [deviation(shapes[i], means.mean_shape(min(float(ages[i]), clamp))).ravel() for i in used]
     )
-    _, _, vt = np.linalg.svd(residuals - residuals.mean(axis=0), full_matrices=False)
+    _, _, vt = np.linalg.svd(deviations - deviations.mean(axis=0), full_matrices=False)
     modes = vt[: options.pose_modes]
-    coefficients = dict(zip(used, residuals @ modes.T, strict=True))
+    projected = deviations @ modes.T
+    coefficients = dict(zip(used, projected, strict=True))
     photos_of: dict[str, list[int]] = defaultdict(list)
     for i in used:
         photos_of[subjects[i]].append(i)
@@ -119,13 +121,8 @@ def fit_pose_model(
     earlier = np.stack([coefficients[i] for i, _ in pairs])
     later = np.stack([coefficients[j] for _, j in pairs])
     persistence = (earlier * later).sum(axis=0) / (earlier**2).sum(axis=0)
-    limits = np.percentile(np.abs(residuals @ modes.T), options.pose_limit_percentile, axis=0)
+    limits = np.percentile(np.abs(projected), options.pose_limit_percentile, axis=0)
     return PoseModel(modes.reshape(-1, N_POINTS, 2), persistence, limits)
-
-
-def _residual(shape: Points, mean: Points) -> npt.NDArray[np.float64]:
-    out: npt.NDArray[np.float64] = (align(shape, mean) - mean).ravel()
-    return out
 
 
 def fit_growth_model(

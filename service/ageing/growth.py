@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.ageing.shapes import N_POINTS, Points, align, as_points, similarity
+from service.ageing.shapes import N_POINTS, Points, as_points, deviation, similarity
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,13 @@ class PoseModel:
         if self.limits.shape != (k,) or (self.limits < 0).any():
             raise ValueError("pose limits must be k non-negative numbers")
 
-    def change(self, residual: Points) -> Points:
-        """The change (normalised frame) of a face whose shape differs from the mean shape
-        at its age by ``residual``: each mode's coefficient moved to its expected value in
+    def change(self, deviation: Points) -> Points:
+        """The change (normalised frame) of a face whose shape deviates from the mean shape
+        at its age by ``deviation``: each mode's coefficient moved to its expected value in
         a later photo, within the limits."""
         flat = self.modes.reshape(len(self.modes), -1)
         step = np.clip(
-            (self.persistence - 1) * (flat @ residual.ravel()), -self.limits, self.limits
+            (self.persistence - 1) * (flat @ deviation.ravel()), -self.limits, self.limits
         )
         out: Points = (step @ flat).reshape(N_POINTS, 2)
         return out
@@ -133,7 +133,7 @@ class GrowthModel:
         frame, _ = similarity(source, points)
         change = self.mean_shape(target_age, sex) - source
         if pose and self.pose is not None:
-            change = change + self.pose.change(align(points, source) - source)
+            change = change + self.pose.change(deviation(points, source))
         aged: Points = points + change @ frame.T
         return aged
 

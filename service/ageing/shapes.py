@@ -73,6 +73,13 @@ def align(src: Points, dst: Points) -> Points:
     return out
 
 
+def deviation(shape: Points, reference: Points) -> Points:
+    """How ``shape`` differs from ``reference`` once similarity is taken out (in the
+    reference's frame)."""
+    out: Points = align(shape, reference) - reference
+    return out
+
+
 def normalise(points: Points) -> Points:
     """Centroid at the origin, RMS distance from it 1."""
     centred = points - points.mean(axis=0)

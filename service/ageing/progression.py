@@ -75,25 +75,31 @@ class AgeProgressor:
 
     def choose_face(self, image: Image, face_index: int | None) -> Box:
         boxes = self.detector.detect(image)
-        if not boxes:
-            raise NoFaceFound("no face was found in the photo")
-        if face_index is None:
-            if len(boxes) > 1:
-                raise FaceRejected(
-                    f"{len(boxes)} faces were found; choose one with face_index "
-                    "(0 is the largest, faces ordered by size)",
-                    reason="several_faces",
-                )
-            return boxes[0]
-        if not 0 <= face_index < len(boxes):
-            raise FaceRejected(f"face_index {face_index} out of range: {len(boxes)} face(s) found")
-        return boxes[face_index]
+        return boxes[face_to_age(len(boxes), face_index)]
 
     def _aged(
         self, image: Image, points: Points, source_age: float, target_age: float, sex: Sex | None
     ) -> AgedFace:
         target = self.model.age_points(points, source_age, target_age, sex)
         return AgedFace(target_age, warp_image(image, points, target, self.warp), target)
+
+
+def face_to_age(found: int, face_index: int | None) -> int:
+    """Which of ``found`` faces (ordered by size) to age: the chosen one, else the only one.
+    Raises NoFaceFound or FaceRejected with the reason."""
+    if found == 0:
+        raise NoFaceFound("no face was found in the photo")
+    if face_index is None:
+        if found > 1:
+            raise FaceRejected(
+                f"{found} faces were found; choose one with face_index "
+                "(0 is the largest, faces ordered by size)",
+                reason="several_faces",
+            )
+        return 0
+    if not 0 <= face_index < found:
+        raise FaceRejected(f"face_index {face_index} out of range: {found} face(s) found")
+    return face_index
 
 
 def check_request(

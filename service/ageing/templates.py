@@ -7,8 +7,14 @@ import logging
 from dataclasses import dataclass
 
 from service.ageing.growth import Sex
-from service.ageing.progression import MAX_AGE_AT_PHOTO, MAX_TARGET_AGE, AgedFace, AgeProgressor
-from service.errors import FaceRejected, HomewardError, NoFaceFound
+from service.ageing.progression import (
+    MAX_AGE_AT_PHOTO,
+    MAX_TARGET_AGE,
+    AgedFace,
+    AgeProgressor,
+    face_to_age,
+)
+from service.errors import HomewardError, NoFaceFound
 from service.faces.base import DetectedFace, Image
 from service.faces.pipeline import FaceChoice, FacePipeline, choose_face, iou
 from service.registry.repository import NewTemplate
@@ -86,14 +92,7 @@ class AgedTemplates:
         """The photo's face aged to each age. Faces are found and ordered (largest first)
         exactly as enrollment does; several faces need a ``face_index``."""
         faces = self.pipeline.detect(image)
-        if not faces:
-            raise NoFaceFound("no face was found in the photo")
-        if face_index is None and len(faces) > 1:
-            raise FaceRejected(
-                f"{len(faces)} faces were found; choose one with face_index (0 is the largest)",
-                reason="several_faces",
-            )
-        face = choose_face(faces, FaceChoice(index=face_index or 0))
+        face = faces[face_to_age(len(faces), face_index)]
         return self.age_face(image, face, age_at_photo, ages, sex)
 
     def age_face(

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from service.errors import HomewardError
-from service.evaluation.folds import run_folds
+from service.evaluation.folds import run_folds, with_landmarks
 from service.evaluation.protocols import PROTOCOLS, Sample, read_labels
 from service.evaluation.report import figures, table, write_json, write_plot
 from service.evaluation.runner import run_plan
@@ -26,7 +26,7 @@ def _png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path
 
 def growth_model_use(samples: list[Sample], folds: int | None) -> str:
     """Which growth model ages the gallery (``run_folds`` refits it when it can)."""
-    if folds and any(s.landmarks for s in samples):
+    if folds and with_landmarks(samples):
         return f"refitted per fold ({folds} folds) on the other folds' landmarks"
     return "the shipped one (fitted on FG-NET: not leave-subjects-out on FG-NET)"
 

@@ -7,9 +7,10 @@ same path as a start with a new transform), and only the probes of the fold's ow
 are matched. No probe is ever scored by a transform that has seen its person.
 
 With aged templates, and labels that give FG-NET landmarks (a ``landmarks`` column), the
-growth model is refitted per fold the same way, on the other folds' people, and the
-gallery's aged templates are remade with it (``ageing refresh``, as after a growth model
-update) before the fold's probes are matched.
+growth model is refitted per fold the same way, on the other folds' people: the gallery
+is aged with the first fold's model as it is enrolled, and its aged templates are remade
+with each later fold's (``ageing refresh``, as after a growth model update) before that
+fold's probes are matched.
 """
 
 from __future__ import annotations
@@ -84,12 +85,17 @@ def embed_samples(svc: Services, samples: list[Sample]) -> tuple[np.ndarray, lis
     return np.asarray(rows, dtype=np.float32), kept
 
 
+def with_landmarks(samples: list[Sample]) -> list[Sample]:
+    """The samples a growth model can be fitted on: landmarks and an age."""
+    return [s for s in samples if s.landmarks is not None and s.age is not None]
+
+
 def fold_growth_models(
     samples: list[Sample], folds: dict[str, int], k: int
 ) -> dict[int, GrowthModel]:
     """Per fold, the growth model fitted on the landmarks of the other folds' people; none
     if the labels give no landmarks."""
-    marked = [s for s in samples if s.landmarks is not None and s.age is not None]
+    marked = with_landmarks(samples)
     if not marked:
         return {}
     points = np.stack([read_fgnet_points(s.landmarks) for s in marked if s.landmarks])
@@ -111,7 +117,7 @@ def fold_growth_models(
 
 
 def use_growth_model(svc: Services, model: GrowthModel) -> None:
-    """Remake every aged template with ``model`` (its version differs from the templates')."""
+    """Age with ``model`` from now on, and remake every aged template made by another."""
     current = svc.homeward.aged
     progressor = AgeProgressor(model, current.progressor.detector, current.progressor.warp)
     svc.homeward.aged = AgedTemplates(current.pipeline, progressor)
@@ -121,20 +127,22 @@ def use_growth_model(svc: Services, model: GrowthModel) -> None:
 
 def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: int) -> Outcome:
     started = time.perf_counter()
+    folds = fold_of(samples, k)
+    try:
+        growth = fold_growth_models(samples, folds, k) if svc.settings.aged_templates else {}
+    except ValueError as err:  # a landmark file that is not one, too few usable shapes
+        raise click.ClickException(f"cannot refit the growth model per fold: {err}") from None
+    if growth:  # the gallery is aged for fold 0 as it is enrolled, not remade for it
+        use_growth_model(svc, growth[0])
     gallery = enroll_gallery(svc, plan.gallery)
     enrolled = time.perf_counter()
     vectors, fitted = embed_samples(svc, samples)
-    folds = fold_of(samples, k)
     person = np.array([folds[s.identity] for s in fitted])
     results: dict[int, ProbeResult] = {}
     genuine, impostor = [], []
     excludes = any(p.own_case is not None for p in plan.probes)
     fetch = min(top_k + 1, svc.settings.max_candidates) if excludes else top_k
     keeper = svc.homeward.keeper
-    try:
-        growth = fold_growth_models(samples, folds, k) if svc.settings.aged_templates else {}
-    except ValueError as err:  # a landmark file that is not one, too few usable shapes
-        raise click.ClickException(f"cannot refit the growth model per fold: {err}") from None
     for fold in range(k):
         if fold in growth:
             use_growth_model(svc, growth[fold])

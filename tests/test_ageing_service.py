@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
 from service.ageing.templates import target_ages
@@ -158,50 +158,22 @@ def test_age_command_writes_images_and_a_sheet(
 
     photo = tmp_path / "child.jpg"
     photo.write_bytes(encode(astronaut_bgr()))
-    runner = CliRunner()
-    one = runner.invoke(
-        main, ["age", str(photo), "--from", "5", "--to", "11", "-o", str(tmp_path / "aged.jpg")]
-    )
+
+    def age(*args: str) -> Result:
+        return CliRunner().invoke(main, ["age", str(photo), *args])
+
+    one = age("--from", "5", "--to", "11", "-o", str(tmp_path / "aged.jpg"))
     assert one.exit_code == 0, one.output
     assert cv2.imread(str(tmp_path / "aged.jpg")).shape == astronaut_bgr().shape
-    several = runner.invoke(
-        main,
-        [
-            "age",
-            str(photo),
-            "--from",
-            "5",
-            "--to",
-            "9",
-            "--to",
-            "13",
-            "-o",
-            str(tmp_path / "out.png"),
-        ],
-    )
+    several = age("--from", "5", "--to", "9", "--to", "13", "-o", str(tmp_path / "out.png"))
     assert several.exit_code == 0
     assert (tmp_path / "out-age9.png").exists() and (tmp_path / "out-age13.png").exists()
-    sheet = runner.invoke(
-        main,
-        [
-            "age",
-            str(photo),
-            "--from",
-            "5",
-            "--to",
-            "9",
-            "--to",
-            "13",
-            "--sheet",
-            "-o",
-            str(tmp_path / "sheet.jpg"),
-        ],
+    sheet = age(
+        "--from", "5", "--to", "9", "--to", "13", "--sheet", "-o", str(tmp_path / "sheet.jpg")
     )
     height, width = cv2.imread(str(tmp_path / "sheet.jpg")).shape[:2]
     assert sheet.exit_code == 0 and width > 2.5 * height  # three panels side by side
-    bad = runner.invoke(
-        main, ["age", str(photo), "--from", "9", "--to", "5", "-o", str(tmp_path / "x.jpg")]
-    )
+    bad = age("--from", "9", "--to", "5", "-o", str(tmp_path / "x.jpg"))
     assert bad.exit_code == 1 and "above the age at photo" in bad.output
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from service.ageing.landmarks import LandmarkDetector
 from service.errors import ModelUnavailable
 from service.faces import dlib_backend
 from service.faces.base import DetectedFace
-from service.faces.dlib_backend import DlibBackend
+from service.faces.dlib_backend import DlibBackend, HogFaceDetector
 from tests.images import t1_bgr
 
 T1_FACES = 6
@@ -160,3 +165,70 @@ def test_missing_weights_package_is_model_unavailable(monkeypatch: pytest.Monkey
 def test_missing_weights_file_is_model_unavailable() -> None:
     with pytest.raises(ModelUnavailable, match="missing"):
         dlib_backend.model_file("no_such_model.dat")
+
+
+def test_the_shared_models_are_loaded_once_and_share_one_lock(backend: DlibBackend) -> None:
+    models = dlib_backend.shared_models()
+    assert dlib_backend.shared_models() is models
+    assert models.lock is dlib_backend.DLIB_LOCK and backend._lock is dlib_backend.DLIB_LOCK
+    # the fallback detector and age progression find the same faces with the same models
+    # (age progression looks without upsampling first, and finds all six so)
+    image = t1_bgr()
+    hog = sorted(f.box for f in HogFaceDetector(upsample=0)(image))
+    ageing = sorted(LandmarkDetector(max_side=2048, max_upsample=1).detect(image))
+    assert len(hog) == len(ageing) == T1_FACES
+    np.testing.assert_allclose(np.array(ageing), np.array(hog), atol=2)
+
+
+def test_construction_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dlib_backend, "_shared", None)
+
+    def no_load() -> None:
+        raise AssertionError("loaded at construction")
+
+    monkeypatch.setattr(dlib_backend, "_import_dlib", no_load)
+    HogFaceDetector()
+    LandmarkDetector()
+    assert dlib_backend._shared is None
+
+
+def test_concurrent_first_uses_load_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[str] = []
+
+    def shape_predictor(path: str) -> object:
+        loads.append(path)
+        time.sleep(0.05)  # a slow load, so that the other threads arrive meanwhile
+        return object()
+
+    fake = SimpleNamespace(shape_predictor=shape_predictor, get_frontal_face_detector=object)
+    monkeypatch.setattr(dlib_backend, "_shared", None)
+    monkeypatch.setattr(dlib_backend, "_import_dlib", lambda: fake)
+    start = threading.Barrier(8)
+    got: list[dlib_backend.DlibModels] = []
+
+    def use() -> None:
+        start.wait()
+        got.append(dlib_backend.shared_models())
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len(got) == 8
+    assert all(models is got[0] for models in got) and got[0].dlib is fake
+
+
+def test_missing_dlib_is_model_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dlib_backend, "_shared", None)
+    monkeypatch.setitem(sys.modules, "dlib", None)  # importing it now raises ImportError
+    with pytest.raises(ModelUnavailable, match="age progression.*dlib"):
+        LandmarkDetector().detect(t1_bgr())
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "dlib" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ModelUnavailable, match="fallback detector.*dlib"):
+        HogFaceDetector()  # fails at start-up, not at the first photo without a face

@@ -1,23 +1,18 @@
 """Faces and their 68 landmarks with dlib: the HOG detector and the 68-point shape predictor
-of ``face_recognition_models``. The models load on first use, once; dlib objects are not
-thread-safe, so every call into them holds the detector's lock."""
+of ``face_recognition_models``. The models are the process's shared ones
+(``service.faces.dlib_backend.shared_models``), loaded on first use, once; dlib objects are
+not thread-safe, so every call into them holds the shared models' lock."""
 
 from __future__ import annotations
 
-import importlib
-import logging
-import threading
 from typing import Any
 
 import cv2
 import numpy as np
 
 from service.ageing.shapes import N_POINTS, Points
-from service.errors import ModelUnavailable
 from service.faces.base import Image
-from service.faces.dlib_backend import SIXTY_EIGHT_POINT_FILE, model_file
-
-logger = logging.getLogger(__name__)
+from service.faces.dlib_backend import shared_models
 
 Box = tuple[int, int, int, int]  # x, y, width, height in image pixels
 
@@ -37,17 +32,6 @@ class LandmarkDetector:
             raise ValueError("max_upsample must be >= 0 and max_side >= 64")
         self.max_upsample = max_upsample
         self.max_side = max_side
-        self._lock = threading.Lock()
-        self._models: tuple[Any, Any, Any] | None = None  # (dlib, detector, predictor)
-
-    def _loaded(self) -> tuple[Any, Any, Any]:
-        """Call with the lock held."""
-        if self._models is None:
-            dlib = _import_dlib()
-            predictor = dlib.shape_predictor(str(model_file(SIXTY_EIGHT_POINT_FILE)))
-            self._models = (dlib, dlib.get_frontal_face_detector(), predictor)
-            logger.info("dlib HOG detector and 68-point predictor loaded")
-        return self._models
 
     def detect(self, image: Image) -> list[Box]:
         """Face boxes, largest first."""
@@ -55,10 +39,10 @@ class LandmarkDetector:
         small = image if scale == 1.0 else _resized(image, scale)
         rgb = np.ascontiguousarray(small[:, :, ::-1])
         rects: list[Any] = []
-        with self._lock:
-            _, detector, _ = self._loaded()
+        models = shared_models()
+        with models.lock:
             for upsample in range(self.max_upsample + 1):
-                rects = list(detector(rgb, upsample))
+                rects = list(models.detector(rgb, upsample))
                 if rects:
                     break
         boxes = [_box(rect, scale) for rect in rects]
@@ -68,22 +52,13 @@ class LandmarkDetector:
         """The 68 landmarks (x, y) of the face in ``box``."""
         x, y, w, h = (round(v) for v in box)
         rgb = np.ascontiguousarray(image[:, :, ::-1])
-        with self._lock:
-            dlib, _, predictor = self._loaded()
-            shape = predictor(rgb, dlib.rectangle(x, y, x + w - 1, y + h - 1))
+        models = shared_models()
+        with models.lock:
+            shape = models.sixty_eight(rgb, models.dlib.rectangle(x, y, x + w - 1, y + h - 1))
             points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         if points.shape != (N_POINTS, 2):
             raise RuntimeError(f"the shape predictor gave {points.shape}, expected 68 points")
         return points
-
-
-def _import_dlib() -> Any:
-    try:
-        return importlib.import_module("dlib")
-    except ImportError as exc:
-        raise ModelUnavailable(
-            "age progression needs the `dlib` module (install the dlib-bin wheel)"
-        ) from exc
 
 
 def _resized(image: Image, scale: float) -> Image:

@@ -3,6 +3,11 @@
 The weights come from the ``face_recognition_models`` package. The descriptor is computed on
 dlib's own aligned 150x150 chip (``get_face_chip`` from the 5-point shape), as dlib intends;
 the 68-point predictor is used only to report the five canonical landmarks.
+
+The HOG detector and the 68-point predictor are shared by everything in the process that
+uses them (the fallback detector, the dlib backend, age progression): ``shared_models()``
+loads them once, on first use. dlib objects are not thread-safe, so every call into a dlib
+object here or in ``service.ageing.landmarks`` holds the one ``DLIB_LOCK``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import importlib
 import importlib.util
 import logging
 import threading
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,13 +44,59 @@ _MOUTH_RIGHT = 48
 _MOUTH_LEFT = 54
 
 
+# Held by every call into a dlib object (the shared models and the dlib backend's own): the
+# objects are not thread-safe, and the shared ones are used from several places at once.
+DLIB_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()  # for loading the shared models, once
+
+_NO_DLIB = (
+    "dlib features (fallback detector, age progression, dlib backend) need the `dlib` "
+    "module (install the dlib-bin wheel)"
+)
+
+
 def _import_dlib() -> Any:
     try:
         return importlib.import_module("dlib")
     except ImportError as exc:
-        raise ModelUnavailable(
-            "the dlib backend needs the `dlib` module (install the dlib-bin wheel)"
-        ) from exc
+        raise ModelUnavailable(_NO_DLIB) from exc
+
+
+def check_available() -> None:
+    """Raises ModelUnavailable if the shared models could not load, without loading them
+    (the module is found, not imported; the weights file is found, not read)."""
+    if importlib.util.find_spec("dlib") is None:
+        raise ModelUnavailable(_NO_DLIB)
+    model_file(SIXTY_EIGHT_POINT_FILE)
+
+
+@dataclass(frozen=True)
+class DlibModels:
+    """dlib's models shared in the process. Call them only with ``lock`` held."""
+
+    dlib: Any  # the module
+    detector: Any  # the HOG frontal face detector
+    sixty_eight: Any  # the 68-point shape predictor
+    lock: threading.Lock
+
+
+_shared: DlibModels | None = None
+
+
+def shared_models() -> DlibModels:
+    """The process's HOG detector and 68-point predictor, loaded on the first call (~2 s)."""
+    global _shared
+    models = _shared
+    if models is None:
+        with _LOAD_LOCK:
+            models = _shared
+            if models is None:
+                dlib = _import_dlib()
+                predictor = dlib.shape_predictor(str(model_file(SIXTY_EIGHT_POINT_FILE)))
+                models = DlibModels(dlib, dlib.get_frontal_face_detector(), predictor, DLIB_LOCK)
+                _shared = models
+                logger.info("dlib HOG detector and 68-point predictor loaded")
+    return models
 
 
 def model_file(name: str) -> Path:
@@ -55,8 +107,8 @@ def model_file(name: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise ModelUnavailable(
-            "the dlib backend needs the `face_recognition_models` package (dlib's weights); "
-            "install face-recognition-models"
+            "dlib features (fallback detector, age progression, dlib backend) need the "
+            "`face_recognition_models` package (dlib's weights); install face-recognition-models"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
@@ -107,26 +159,27 @@ def five_landmarks(points68: FloatArray) -> FloatArray:
 class HogFaceDetector:
     """dlib's HOG detector with the 68-point landmarks reduced to the five canonical ones.
     The dlib backend's detector, and the fallback of the others when their detector finds
-    no face (dlib finds some small, old or blurred children's faces that YuNet misses)."""
+    no face (dlib finds some small, old or blurred children's faces that YuNet misses).
+
+    The models are the process's shared ones (``shared_models``), loaded by the first call;
+    construction only checks that they are installed (ModelUnavailable if not)."""
 
     def __init__(self, *, upsample: int = 1) -> None:
         if upsample < 0:
             raise ValueError("upsample must be >= 0")
+        check_available()
         self.upsample = upsample
-        self._dlib = _import_dlib()
-        self._detector = self._dlib.get_frontal_face_detector()
-        self._sixty_eight = self._dlib.shape_predictor(str(model_file(SIXTY_EIGHT_POINT_FILE)))
-        self._lock = threading.Lock()
 
     def __call__(self, image: Image) -> list[DetectedFace]:
+        models = shared_models()
         rgb = _to_rgb(image)
         height, width = rgb.shape[:2]
-        with self._lock:
-            rects, scores, _ = self._detector.run(rgb, self.upsample, 0)
+        with models.lock:
+            rects, scores, _ = models.detector.run(rgb, self.upsample, 0)
             faces = []
             for rect, score in zip(rects, scores, strict=True):
                 box = _clipped_box(rect, width, height)
-                shape = self._sixty_eight(rgb, _rect(self._dlib, box))
+                shape = models.sixty_eight(rgb, _rect(models.dlib, box))
                 faces.append(
                     DetectedFace(
                         box=box, landmarks=five_landmarks(_shape_points(shape)), score=float(score)
@@ -136,7 +189,12 @@ class HogFaceDetector:
 
 
 class DlibBackend(FaceBackend):
-    """dlib HOG detection + ResNet descriptor; unit-length 128-d float32 templates."""
+    """dlib HOG detection + ResNet descriptor; unit-length 128-d float32 templates.
+
+    Its own 5-point predictor and descriptor load at construction (it is the configured
+    backend); detection uses the shared models, loaded on the first detection. All calls
+    hold the shared ``DLIB_LOCK``.
+    """
 
     name = "dlib"
     dimension = 128
@@ -149,7 +207,7 @@ class DlibBackend(FaceBackend):
         self._five = self._dlib.shape_predictor(str(model_file(FIVE_POINT_FILE)))
         self._facerec = self._dlib.face_recognition_model_v1(str(descriptor_path))
         self.model_id = descriptor_model_id(descriptor_path)
-        self._lock = threading.Lock()
+        self._lock = DLIB_LOCK
         logger.info("dlib backend loaded (%s, upsample=%d)", self.model_id, upsample)
 
     def detect(self, image: Image) -> list[DetectedFace]:

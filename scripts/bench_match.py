@@ -57,11 +57,12 @@ def enrollment_photos() -> list[bytes]:
 
 
 def fill_gallery(settings: Settings, model_id: str, dimension: int, count: int) -> None:
-    from service.container import open_core
+    from service.container import Container
+    from service.matching.actors import SYSTEM
 
-    core = open_core(settings)
-    db = core.db
-    org = core.keys.create_org("synthetic gallery")
+    built = Container(settings)
+    db = built.db
+    org = built.access.create_org(SYSTEM, "synthetic gallery")
     rng = np.random.default_rng(0)
     now = datetime.now(UTC)
     block = 20_000
@@ -74,7 +75,8 @@ def fill_gallery(settings: Settings, model_id: str, dimension: int, count: int) 
         photo_ids = [new_id() for _ in range(n)]
         ids = list(range(next_template, next_template + n))
         next_template += n
-        with db.session() as s:
+        with db.unit() as tx:
+            s = tx.session
             s.execute(
                 insert(Case),
                 [
@@ -125,7 +127,7 @@ def fill_gallery(settings: Settings, model_id: str, dimension: int, count: int) 
                 insert(TemplateChange),
                 [{"model_id": model_id, "template_id": t, "op": "add"} for t in ids],
             )
-    db.engine.dispose()
+    built.close()
 
 
 def secrets_file(data_dir: Path) -> Path:

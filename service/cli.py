@@ -1,32 +1,37 @@
-"""The ``homeward`` command: serve, bulk enroll, match, index and key administration."""
+"""The ``homeward`` command. Each command is one call into the application layer (the same
+use case, permissions and audit record as the API's route for it), acting as the CLI's
+administrator; a command builds only the parts its use case needs."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import re
+import signal
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import cv2
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service.api.schemas import CaseCreate
-from service.audit import Actor
-from service.container import Core, Services, build_services, ensure_admin_key, open_core
+from service.container import Container
 from service.errors import HomewardError
-from service.registry.keys import ADMIN_ORG, ROLES
-from service.registry.models import Organisation
-from service.registry.repository import CASE_FIELDS
+from service.matching.access import ADMIN_ORG
+from service.matching.actors import ROLES, Actor
+from service.matching.cases import CASE_FIELDS_OF_CSV, NewCase
+from service.matching.enrollment import PhotoDetails
+from service.matching.search import MatchQuery
 from service.settings import Settings
 
 logger = logging.getLogger("homeward")
+CLI_ACTOR = Actor("cli", None, frozenset({"admin"}))
 
 
 def configure_logging(level: str) -> None:
@@ -36,15 +41,18 @@ def configure_logging(level: str) -> None:
 
 
 @click.group()
+@click.option("-v", "--verbose", is_flag=True, help="show the service's log (INFO and up)")
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, verbose: bool) -> None:
     """Homeward: face matching for missing children. Results are candidates for review."""
     try:
         settings = Settings()
     except ValidationError as err:
         raise click.UsageError(f"bad HOMEWARD_* setting:\n{err}") from err
-    configure_logging(settings.log_level)
-    ctx.obj = settings
+    quiet = ctx.invoked_subcommand not in ("serve", "worker") and not verbose
+    configure_logging("WARNING" if quiet else settings.log_level)
+    ctx.obj = Container(settings)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @contextmanager
@@ -56,57 +64,92 @@ def user_errors() -> Iterator[None]:
         raise click.ClickException(str(err)) from err
 
 
-def services(ctx: click.Context) -> Services:
+def admin_of(c: Container, org: str = ADMIN_ORG, *, create: bool = False) -> Actor:
+    """The CLI acts as an administrator, in ``org`` (id or name) for what belongs to one."""
     with user_errors():
-        return build_services(ctx.obj)
+        if create and not _org_exists(c, org):
+            c.access.create_org(CLI_ACTOR, org)
+        found = c.access.find_org(CLI_ACTOR, org) if org != ADMIN_ORG else _admin_org(c)
+    return Actor("cli", found.id, CLI_ACTOR.roles)
+
+
+def _org_exists(c: Container, org: str) -> bool:
+    try:
+        c.access.find_org(CLI_ACTOR, org)
+    except HomewardError:
+        return False
+    return True
+
+
+def _admin_org(c: Container) -> Any:
+    return c.access.administrators(CLI_ACTOR)
+
+
+# -- serving -------------------------------------------------------------------------------
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--with-worker/--no-worker",
+    default=None,
+    help="run the background loops in the API process [default: yes on SQLite]",
+)
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+def serve(c: Container, host: str, port: int, workers: int, with_worker: bool | None) -> None:
     """Run the HTTP API (docs at /docs)."""
+    import os
+
     import uvicorn
 
-    # Migrate and create the first admin key once, before any worker starts.
-    core = open_core(settings)
-    ensure_admin_key(core.keys, settings)
-    core.db.engine.dispose()
+    with user_errors():  # migrate and make the first admin key once, before any process
+        c.ensure_admin_key()
+    c.close()
+    if with_worker is not None:  # the API processes build their settings from the environment
+        os.environ["HOMEWARD_WITH_WORKER"] = "true" if with_worker else "false"
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level=settings.log_level.lower(),
+        log_level=c.settings.log_level.lower(),
     )
 
 
-def cli_actor(svc: Services | Core, org_name: str = ADMIN_ORG) -> Actor:
-    """The command line acts as an administrator of ``org_name`` (created on first use)."""
-    org = find_or_create_org(svc, org_name)
-    return Actor("cli", org.id, frozenset({"admin"}))
+@main.command()
+@click.pass_obj
+def worker(c: Container) -> None:
+    """Run the background loops: webhook deliveries, index snapshots, retention and
+    ageing refresh (for deployments whose API runs with --no-worker)."""
+    from service.worker import Worker
+
+    with user_errors():
+        c.load_all()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    click.echo("homeward worker running; Ctrl-C to stop")
+    try:
+        Worker(c).run_forever()
+    except KeyboardInterrupt:
+        pass
 
 
-def find_or_create_org(svc: Services | Core, name: str) -> Organisation:
-    return next((o for o in svc.keys.list_orgs() if o.name == name), None) or svc.keys.create_org(
-        name
-    )
+# -- cases and matching --------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--org",
-    "org_name",
     default=ADMIN_ORG,
     show_default=True,
-    help="the organisation that owns the new cases (created if missing)",
+    help="id or name of the organisation that owns the new cases",
 )
-@click.pass_context
-def enroll(ctx: click.Context, csv_file: Path, org_name: str) -> None:
+@click.option("--create-org", is_flag=True, help="create the organisation --org names")
+@click.pass_obj
+def enroll(c: Container, csv_file: Path, org: str, create_org: bool) -> None:
     """Bulk-enroll cases and photos from a CSV.
 
     One row per photo: external_ref, display_name, photo (path, relative to the CSV), and
@@ -114,18 +157,15 @@ def enroll(ctx: click.Context, csv_file: Path, org_name: str) -> None:
     age_at_photo. Rows with the same external_ref belong to one case.
     """
     rows = read_csv(csv_file)
-    svc = services(ctx)
-    actor = cli_actor(svc, org_name)
+    actor = admin_of(c, org, create=create_org)
     rejected: list[tuple[int, str, str]] = []
-    enrolled = 0
     for line, row in tqdm(rows, desc="enrolling", unit="photo"):
         try:
-            enroll_row(svc, actor, row, csv_file.parent)
-            enrolled += 1
+            fields, data, details = parse_row(row, csv_file.parent)
+            c.enrollment.enroll_record(actor, fields, data, details)
         except (HomewardError, ValidationError, ValueError, OSError) as err:
             rejected.append((line, row.get("photo", ""), _reason(err)))
-    svc.close()
-    click.echo(f"enrolled {enrolled} photo(s); rejected {len(rejected)}")
+    click.echo(f"enrolled {len(rows) - len(rejected)} photo(s); rejected {len(rejected)}")
     for reason, count in Counter(_kind(r) for _, _, r in rejected).most_common():
         click.echo(f"  {count:5d}  {reason}")
     for line, photo, reason in rejected:
@@ -141,20 +181,16 @@ def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
         return [(n, row) for n, row in enumerate(reader, start=2)]
 
 
-def enroll_row(svc: Services, actor: Actor, row: dict[str, str], base: Path) -> None:
-    fields = {k: row[k].strip() for k in CASE_FIELDS if (row.get(k) or "").strip()}
-    case = svc.registry.find_case_by_ref(fields.get("external_ref", ""), actor.org_id)
-    if case is None:
-        case = svc.homeward.create_case(actor, CaseCreate.model_validate(fields).model_dump())
+def parse_row(row: dict[str, str], base: Path) -> tuple[NewCase, bytes, PhotoDetails]:
+    """A CSV row as the use case takes it: the case's fields, the photo, its details."""
+    fields = {k: row[k].strip() for k in CASE_FIELDS_OF_CSV if (row.get(k) or "").strip()}
     photo = Path(row["photo"])
     data = (photo if photo.is_absolute() else base / photo).read_bytes()
-    svc.homeward.enroll_photo(
-        actor,
-        case.id,
-        data,
+    details = PhotoDetails(
         taken_on=date.fromisoformat(row["taken_on"]) if row.get("taken_on") else None,
         age_at_photo=float(row["age_at_photo"]) if row.get("age_at_photo") else None,
     )
+    return NewCase.model_validate(fields), data, details
 
 
 def _reason(err: Exception) -> str:
@@ -175,25 +211,21 @@ def _kind(reason: str) -> str:
 @main.command()
 @click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1, 50))
-@click.pass_context
-def match(ctx: click.Context, photo: Path, top_k: int) -> None:
+@click.pass_obj
+def match(c: Container, photo: Path, top_k: int) -> None:
     """Match a photo and print the candidates of each face (for human review)."""
-    svc = services(ctx)
-    try:
-        with user_errors():
-            result = svc.homeward.match(cli_actor(svc), photo.read_bytes(), top_k=top_k)
-    finally:
-        svc.db.engine.dispose()
+    with user_errors():
+        result = c.search.match(admin_of(c), photo.read_bytes(), MatchQuery(top_k=top_k))
     click.echo(f"model {result.model_id}, index generation {result.index_generation}")
     for n, face in enumerate(result.faces):
-        x, y, w, h = (round(v) for v in face.analysed.face.box)
-        issues = "; ".join(face.analysed.quality.issues) or "ok"
+        x, y, w, h = (round(v) for v in face.face.face.box)
+        issues = "; ".join(face.face.quality.issues) or "ok"
         click.echo(f"\nface {n} at x={x} y={y} w={w} h={h} (quality: {issues})")
         click.echo(f"  {'rank':>4}  {'score':>6}  {'case':32}  {'external ref':20}  kind")
-        for c in face.candidates:
+        for cand in face.candidates:
             click.echo(
-                f"  {c.rank:>4}  {c.score:6.3f}  {c.case_id:32}  "
-                f"{(c.external_ref or '-'):20}  {c.template_kind}"
+                f"  {cand.rank:>4}  {cand.score:6.3f}  {cand.case_id:32}  "
+                f"{(cand.external_ref or '-'):20}  {cand.template_kind}"
             )
     click.echo("\nThese are candidates for people to review, not matches.")
 
@@ -201,11 +233,7 @@ def match(ctx: click.Context, photo: Path, top_k: int) -> None:
 @main.command("age")
 @click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--from",
-    "age_from",
-    type=click.FloatRange(0, 20),
-    required=True,
-    help="age at the photo, years",
+    "--from", "age_from", type=click.FloatRange(0, 20), required=True, help="age at the photo"
 )
 @click.option(
     "--to",
@@ -227,7 +255,7 @@ def match(ctx: click.Context, photo: Path, top_k: int) -> None:
 @click.option("--face-index", type=click.IntRange(0, 100), help="0 = largest face")
 @click.pass_obj
 def age(
-    settings: Settings,
+    c: Container,
     photo: Path,
     age_from: float,
     ages: tuple[float, ...],
@@ -237,25 +265,18 @@ def age(
     face_index: int | None,
 ) -> None:
     """Age the child's face in PHOTO to the given ages (age progression)."""
-    from service.ageing import AgeProgressor, contact_sheet
-    from service.ageing.templates import AgedTemplates
-    from service.faces.factory import build_pipeline
-    from service.faces.intake import decode_upload
-
     with user_errors():
-        pixels = decode_upload(
-            photo.read_bytes(), max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
-        ).pixels
-        ager = AgedTemplates(build_pipeline(settings), AgeProgressor())
-        aged = ager.age_photo(pixels, age_from, list(ages), sex, face_index)
+        aged = c.enrollment.age_upload(
+            admin_of(c), photo.read_bytes(), age_from, list(ages), sex, face_index
+        )
     if sheet:
-        labels = [f"photo (age {age_from:g})", *(f"aged to {a.age:g}" for a in aged)]
-        outputs = [(output, contact_sheet([pixels, *(a.image for a in aged)], labels))]
-    elif len(aged) == 1:
-        outputs = [(output, aged[0].image)]
+        outputs = [(output, aged.sheet())]
+    elif len(aged.aged) == 1:
+        outputs = [(output, aged.aged[0].image)]
     else:
         outputs = [
-            (output.with_name(f"{output.stem}-age{a.age:g}{output.suffix}"), a.image) for a in aged
+            (output.with_name(f"{output.stem}-age{a.age:g}{output.suffix}"), a.image)
+            for a in aged.aged
         ]
     for path, image in outputs:
         if not cv2.imwrite(str(path), image):
@@ -269,26 +290,26 @@ def ageing() -> None:
 
 
 @ageing.command("refresh")
-@click.pass_context
-def ageing_refresh(ctx: click.Context) -> None:
+@click.pass_obj
+def ageing_refresh(c: Container) -> None:
     """Re-age case photos whose aged templates no longer match the child's age today
-    (run daily from cron)."""
-    svc = services(ctx)
-    changed = svc.homeward.refresh_aged(cli_actor(svc))
-    svc.close()
+    (the worker does it daily)."""
+    with user_errors():
+        changed = c.enrollment.refresh_aged(admin_of(c))
     click.echo(f"refreshed the aged templates of {changed} photo(s)")
 
 
 @main.command()
-@click.pass_context
-def reembed(ctx: click.Context) -> None:
+@click.pass_obj
+def reembed(c: Container) -> None:
     """Template the stored photos that have no template of the current model (after a
     model change such as HOMEWARD_TTA_FLIP); until then they are not searched."""
-    svc = services(ctx)
     with user_errors():
-        done = svc.homeward.reembed(cli_actor(svc))
-    svc.close()
-    click.echo(f"embedded {done} photo(s) with {svc.homeward.model_id}")
+        done = c.enrollment.reembed(admin_of(c))
+    click.echo(f"embedded {done} photo(s) with {c.pipeline.model_id}")
+
+
+# -- the index -----------------------------------------------------------------------------
 
 
 @main.group()
@@ -297,32 +318,30 @@ def index() -> None:
 
 
 @index.command()
-@click.pass_context
-def stats(ctx: click.Context) -> None:
+@click.pass_obj
+def stats(c: Container) -> None:
     """Model, size and generation of the index."""
-    svc = services(ctx)
-    keeper = svc.homeward.keeper
+    with user_errors():
+        s = c.maintenance.index_stats(admin_of(c))
     click.echo(
-        f"model id        {keeper.model_id}\ndimension       {keeper.dimension}\n"
-        f"templates       {len(keeper.index)}\n"
-        f"registry count  {svc.registry.template_count(keeper.model_id)}\n"
-        f"generation      {keeper.generation}\nopened          {keeper.last_open}\n"
-        f"snapshot dir    {keeper.folder}"
+        f"model id        {s.model_id}\ndimension       {s.dimension}\n"
+        f"index           {s.backend} {s.index_type}\n"
+        f"templates       {s.templates}\nregistry count  {s.registry_templates}\n"
+        f"generation      {s.generation}\nopened          {s.opened}\n"
+        f"transform       {s.transform}\nsnapshot dir    {s.snapshot_dir}"
     )
-    svc.db.engine.dispose()
 
 
 @index.command()
-@click.pass_context
-def rebuild(ctx: click.Context) -> None:
+@click.pass_obj
+def rebuild(c: Container) -> None:
     """Rebuild the index from the registry's templates and write a new snapshot."""
-    svc = services(ctx)
-    svc.homeward.keeper.rebuild()
-    svc.close()
-    click.echo(
-        f"rebuilt: {len(svc.homeward.keeper.index)} templates, "
-        f"generation {svc.homeward.keeper.generation}"
-    )
+    with user_errors():
+        s = c.maintenance.rebuild_index(admin_of(c))
+    click.echo(f"rebuilt: {s.templates} templates, generation {s.generation}")
+
+
+# -- keys, organisations, audit, retention -------------------------------------------------
 
 
 @main.group()
@@ -330,18 +349,10 @@ def keys() -> None:
     """API keys (stored as HMACs; a key is shown only when created)."""
 
 
-def _core(settings: Settings) -> Core:
-    with user_errors():
-        return open_core(settings)
-
-
-def _audited(core: Core, action: str, target: str) -> None:
-    core.audit.record(cli_actor(core), action, target=target)
-
-
 @keys.command("create")
 @click.option("--name", required=True)
-@click.option("--org", "org_name", required=True, help="organisation name (created if missing)")
+@click.option("--org", required=True, help="the organisation's id or exact name")
+@click.option("--create-org", is_flag=True, help="create the organisation --org names first")
 @click.option(
     "--role",
     "roles",
@@ -353,32 +364,35 @@ def _audited(core: Core, action: str, target: str) -> None:
 @click.option("--expires", type=click.DateTime(), help="expiry (UTC)")
 @click.pass_obj
 def keys_create(
-    settings: Settings, name: str, org_name: str, roles: tuple[str, ...], expires: datetime | None
+    c: Container,
+    name: str,
+    org: str,
+    create_org: bool,
+    roles: tuple[str, ...],
+    expires: datetime | None,
 ) -> None:
-    core = _core(settings)
-    org = find_or_create_org(core, org_name)
+    actor = admin_of(c, org, create=create_org)
     with user_errors():
-        row, key = core.keys.create(
-            name, org.id, roles, expires.replace(tzinfo=UTC) if expires else None
-        )
-    _audited(core, "key.create", row.key_id)
+        row, key = c.access.create_key(actor, name, actor.org_id or "", roles, expires)
     click.echo(
-        f"created key {row.key_id} ({','.join(sorted(roles))} in {org.name}); "
+        f"created key {row.key_id} ({','.join(row.roles)} in {org}); "
         f"shown once, store it now:\n{key}"
     )
 
 
 @keys.command("list")
 @click.pass_obj
-def keys_list(settings: Settings) -> None:
-    core = _core(settings)
-    orgs = {o.id: o.name for o in core.keys.list_orgs()}
+def keys_list(c: Container) -> None:
+    actor = admin_of(c)
+    with user_errors():
+        orgs = {o.id: o.name for o in c.access.orgs(actor)}
+        rows = c.access.keys(actor)
     click.echo(
         f"{'id':12}  {'roles':24}  {'created':16}  {'expires':16}  {'revoked':16}  org / name"
     )
-    for row in core.keys.list():
+    for row in rows:
         click.echo(
-            f"{row.key_id:12}  {row.roles:24}  {_when(row.created_at):16}  "
+            f"{row.key_id:12}  {','.join(row.roles):24}  {_when(row.created_at):16}  "
             f"{_when(row.expires_at):16}  {_when(row.revoked_at):16}  "
             f"{orgs.get(row.org_id, '?')} / {row.name}"
         )
@@ -391,11 +405,9 @@ def _when(moment: datetime | None) -> str:
 @keys.command("revoke")
 @click.argument("key_id")
 @click.pass_obj
-def keys_revoke(settings: Settings, key_id: str) -> None:
-    core = _core(settings)
+def keys_revoke(c: Container, key_id: str) -> None:
     with user_errors():
-        row = core.keys.revoke(key_id)
-    _audited(core, "key.revoke", key_id)
+        row = c.access.revoke_key(admin_of(c), key_id)
     click.echo(f"revoked {row.key_id} ({row.name})")
 
 
@@ -407,19 +419,18 @@ def orgs() -> None:
 @orgs.command("create")
 @click.argument("name")
 @click.pass_obj
-def orgs_create(settings: Settings, name: str) -> None:
-    core = _core(settings)
+def orgs_create(c: Container, name: str) -> None:
     with user_errors():
-        org = core.keys.create_org(name)
-    _audited(core, "org.create", org.id)
+        org = c.access.create_org(admin_of(c), name)
     click.echo(f"created organisation {org.id} ({org.name})")
 
 
 @orgs.command("list")
 @click.pass_obj
-def orgs_list(settings: Settings) -> None:
-    for org in _core(settings).keys.list_orgs():
-        click.echo(f"{org.id}  {org.name}  webhook: {org.webhook_url or '-'}")
+def orgs_list(c: Container) -> None:
+    with user_errors():
+        for org in c.access.orgs(admin_of(c)):
+            click.echo(f"{org.id}  {org.name}  webhook: {org.webhook_url or '-'}")
 
 
 @main.group()
@@ -429,9 +440,10 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.pass_obj
-def audit_verify(settings: Settings) -> None:
+def audit_verify(c: Container) -> None:
     """Check every record's hash and the chain; exit 1 if anything was edited or removed."""
-    result = _core(settings).audit.verify()
+    with user_errors():
+        result = c.admin.audit_verify(admin_of(c))
     for problem in result.problems:
         click.echo(f"  {problem}", err=True)
     if not result.ok:
@@ -447,14 +459,11 @@ def retention() -> None:
 
 
 @retention.command("run")
-@click.pass_context
-def retention_run(ctx: click.Context) -> None:
+@click.pass_obj
+def retention_run(c: Container) -> None:
     """Purge closed cases and unconfirmed sightings past their periods; print the counts."""
-    from service.retention import run_retention
-
-    svc = services(ctx)
-    report = run_retention(svc.homeward)
-    svc.close()
+    with user_errors():
+        report = c.maintenance.run_retention(admin_of(c))
     click.echo(
         f"purged {report.cases_purged} closed case(s) and {report.sightings_purged} sighting(s)"
     )

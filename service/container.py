@@ -1,143 +1,207 @@
-"""Builds the service's parts from the settings, once; shared by the API and the CLI."""
+"""The composition root: builds each part from the settings on first use, once per process,
+and hands the edges the use cases they call. A command that only lists keys never loads a
+face model; the server loads everything before it answers."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from functools import cached_property
 
 import faiss
 
 from service.ageing import AgeProgressor
 from service.ageing.templates import AgedTemplates
-from service.audit import AuditLog
 from service.errors import ModelUnavailable
 from service.faces.base import FaceBackend
-from service.faces.factory import build_pipeline
-from service.matching import Homeward
-from service.registry.db import Database, make_engine, migrate
-from service.registry.keys import ApiKeys
-from service.registry.models import Meta
+from service.faces.factory import build_pipeline, resolve_backend_name
+from service.faces.pipeline import FacePipeline
+from service.matching.access import AccessService
+from service.matching.admin import AdminService
+from service.matching.cases import CaseService
+from service.matching.enrollment import EnrollmentService
+from service.matching.index_source import RegistryTemplates
+from service.matching.maintenance import MaintenanceService
+from service.matching.review import ReviewService
+from service.matching.search import Matcher, SearchService
+from service.matching.sightings import SightingService
+from service.matching.uploads import Uploads
+from service.matching.webhooks import WebhookSender
+from service.registry.db import Database
 from service.registry.photostore import PhotoStore
-from service.registry.repository import Registry
 from service.search.keeper import IndexKeeper
 from service.search.transform import resolve_transform
-from service.security import Sealer, resolve_secrets
+from service.security import Sealer, Secrets, resolve_secrets
 from service.settings import Settings
-from service.sightings import Sightings
-from service.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
 
 PHOTO_KEY_FINGERPRINT = "photo_key_fingerprint"
 
 
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    registry: Registry
-    keys: ApiKeys
-    audit: AuditLog
-    homeward: Homeward
-    sightings: Sightings
-    webhooks: Webhooks
+class Container:
+    def __init__(self, settings: Settings, backend: FaceBackend | None = None) -> None:
+        self.settings = settings
+        self._backend = backend  # a loaded backend to share (tests), else loaded from settings
+
+    # -- parts -------------------------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> Database:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return Database.open(self.settings.resolved_database_url)
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        return resolve_secrets(self.settings)
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        return Sealer(self.secrets.photo_key)
+
+    @cached_property
+    def photos_readable(self) -> bool:
+        """Whether the photo key is the one the stored photos were sealed with. A different
+        key makes them unreadable; the service still starts and says so."""
+        with self.db.unit() as tx:
+            known = tx.meta.set_default(PHOTO_KEY_FINGERPRINT, self.sealer.fingerprint)
+        if known != self.sealer.fingerprint:
+            logger.error(
+                "the photo key (HOMEWARD_PHOTO_KEY or the secrets file) is not the key the "
+                "stored photos were sealed with: photos are unreadable and new photos are "
+                "refused until the right key is restored; matching on templates still works"
+            )
+        return known == self.sealer.fingerprint
+
+    @cached_property
+    def photos(self) -> PhotoStore:
+        store = PhotoStore(self.settings.photo_dir, self.sealer, self.photos_readable)
+        with self.db.unit() as tx:
+            store.sweep(tx.cases.stored_names())
+        return store
+
+    @cached_property
+    def pipeline(self) -> FacePipeline:
+        return build_pipeline(self.settings, self._backend)
+
+    @cached_property
+    def index(self) -> IndexKeeper:
+        faiss.omp_set_num_threads(self.settings.faiss_threads)
+        model_id, dimension = self.pipeline.model_id, self.pipeline.backend.dimension
+        try:
+            transform = resolve_transform(self.settings.template_transform, model_id, dimension)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelUnavailable(f"template transform unusable: {err}") from err
+        keeper = IndexKeeper(
+            RegistryTemplates(self.db), model_id, dimension, self.settings.index_dir, transform
+        )
+        keeper.open()
+        with self.db.unit() as tx:
+            missing = tx.cases.count_photos_without_model(model_id)
+        if missing:
+            logger.error(
+                "%d enrolled photo(s) have no template of the model %s and are not searched: "
+                "run `homeward reembed`",
+                missing,
+                model_id,
+            )
+        return keeper
+
+    @cached_property
+    def aged(self) -> AgedTemplates:
+        return AgedTemplates(self.pipeline, AgeProgressor())
+
+    @cached_property
+    def uploads(self) -> Uploads:
+        return Uploads(self.settings)
+
+    @cached_property
+    def matcher(self) -> Matcher:
+        return Matcher(self.settings, self.db, self.pipeline, self.index)
+
+    # -- use cases -------------------------------------------------------------------------------
+
+    @cached_property
+    def access(self) -> AccessService:
+        return AccessService(self.db, self.secrets.api_key_hmac, self.sealer)
+
+    @cached_property
+    def cases(self) -> CaseService:
+        return CaseService(self.db, self.photos, self.index)
+
+    @cached_property
+    def enrollment(self) -> EnrollmentService:
+        return EnrollmentService(
+            self.settings,
+            self.db,
+            self.uploads,
+            self.photos,
+            self.pipeline,
+            self.index,
+            self.aged,
+            self.cases,
+        )
+
+    @cached_property
+    def search(self) -> SearchService:
+        return SearchService(self.matcher, self.uploads, self.db)
+
+    @cached_property
+    def sightings(self) -> SightingService:
+        return SightingService(self.db, self.uploads, self.photos, self.matcher)
+
+    @cached_property
+    def review(self) -> ReviewService:
+        return ReviewService(self.db, self.photos)
+
+    @cached_property
+    def admin(self) -> AdminService:
+        return AdminService(self.db)
+
+    @cached_property
+    def maintenance(self) -> MaintenanceService:
+        return MaintenanceService(
+            self.settings,
+            self.db,
+            self.photos,
+            self.cases,
+            self.index,
+            resolve_backend_name(self.settings),
+            self.photos_readable,
+        )
+
+    @cached_property
+    def webhooks(self) -> WebhookSender:
+        return WebhookSender(self.settings, self.db, self.access)
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        """Everything a server needs, before it answers: the registry, the model, the
+        index, the ageing models' holder and the use cases."""
+        for name in ("access", "enrollment", "search", "sightings", "review", "admin"):
+            getattr(self, name)
+        _ = self.maintenance, self.webhooks
 
     @property
-    def photos_readable(self) -> bool:
-        return self.homeward.photos.key_matches
+    def index_ready(self) -> bool:
+        return "index" in self.__dict__ and self.index.ready
 
     def close(self) -> None:
-        self.homeward.keeper.save()
-        self.db.engine.dispose()
+        """Write the index snapshot (when it was loaded) and release the database."""
+        if "index" in self.__dict__:
+            self.index.save()
+        if "db" in self.__dict__:
+            self.db.close()
 
-
-@dataclass
-class Core:
-    """What needs no face model: the database, secrets, keys and the audit log."""
-
-    settings: Settings
-    db: Database
-    sealer: Sealer
-    keys: ApiKeys
-    audit: AuditLog
-    key_matches: bool
-
-
-def open_core(settings: Settings) -> Core:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    db = Database(engine)
-    secrets = resolve_secrets(settings)
-    sealer = Sealer(secrets.photo_key)
-    keys = ApiKeys(db, secrets.api_key_hmac, sealer)
-    return Core(settings, db, sealer, keys, AuditLog(db), _check_photo_key(db, sealer))
-
-
-def _check_photo_key(db: Database, sealer: Sealer) -> bool:
-    """Remember the photo key's fingerprint; a different key later means stored photos
-    (and webhook secrets) cannot be read. The service still starts and says so."""
-    with db.session() as s:
-        known = s.get(Meta, PHOTO_KEY_FINGERPRINT)
-        if known is None:
-            s.add(Meta(key=PHOTO_KEY_FINGERPRINT, value=sealer.fingerprint))
-            return True
-        if known.value == sealer.fingerprint:
-            return True
-    logger.error(
-        "the photo key (HOMEWARD_PHOTO_KEY or the secrets file) is not the key the "
-        "stored photos were sealed with: photos are unreadable and new photos are "
-        "refused until the right key is restored; matching on templates still works"
-    )
-    return False
-
-
-def build_services(settings: Settings, backend: FaceBackend | None = None) -> Services:
-    """Open the registry, load the model, and load or rebuild the index."""
-    faiss.omp_set_num_threads(settings.faiss_threads)
-    core = open_core(settings)
-    registry = Registry(core.db)
-    photos = PhotoStore(settings.photo_dir, core.sealer, key_matches=core.key_matches)
-    photos.sweep(registry.photo_names())
-    pipeline = build_pipeline(settings, backend)
-    dimension = pipeline.backend.dimension
-    try:
-        transform = resolve_transform(settings.template_transform, pipeline.model_id, dimension)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelUnavailable(f"template transform unusable: {err}") from err
-    keeper = IndexKeeper(registry, pipeline.model_id, dimension, settings.index_dir, transform)
-    keeper.open()
-    if missing := len(registry.photos_without_model(pipeline.model_id)):
-        logger.error(
-            "%d enrolled photo(s) have no template of the model %s and are not searched: "
-            "run `homeward reembed`",
-            missing,
-            pipeline.model_id,
-        )
-    aged = AgedTemplates(pipeline, AgeProgressor())
-    homeward = Homeward(settings, registry, photos, pipeline, keeper, core.audit, aged)
-    webhooks = Webhooks(core.db, core.keys, settings)
-    return Services(
-        settings,
-        core.db,
-        registry,
-        core.keys,
-        core.audit,
-        homeward,
-        Sightings(homeward, webhooks),
-        webhooks,
-    )
-
-
-def ensure_admin_key(keys: ApiKeys, settings: Settings) -> None:
-    """Create the first admin key (or register ``HOMEWARD_ADMIN_KEY``); a created key is
-    logged once, here, and never again."""
-    configured = settings.admin_key.get_secret_value() if settings.admin_key else None
-    key = keys.bootstrap_admin(configured)
-    if key:
-        logger.warning(
-            "\n\n  First start: created the admin API key (shown once, store it now):\n"
-            "    %s\n  Send it as the X-API-Key header. Set HOMEWARD_ADMIN_KEY to choose "
-            "it yourself.\n",
-            key,
-        )
+    def ensure_admin_key(self) -> None:
+        """Create the first admin key (or register ``HOMEWARD_ADMIN_KEY``); a created key is
+        logged once, here, and never again."""
+        configured = self.settings.admin_key.get_secret_value() if self.settings.admin_key else None
+        key = self.access.bootstrap_admin(configured)
+        if key:
+            logger.warning(
+                "\n\n  First start: created the admin API key (shown once, store it now):\n"
+                "    %s\n  Send it as the X-API-Key header. Set HOMEWARD_ADMIN_KEY to choose "
+                "it yourself.\n",
+                key,
+            )

@@ -58,3 +58,41 @@ class ModelUnavailable(HomewardError):
     """Model files missing or failing their checksum; raised at start-up."""
 
     reason = "model_unavailable"
+
+
+class Unauthorized(HomewardError):
+    """No API key, or one that is unknown, expired or revoked."""
+
+    reason = "unauthorized"
+
+
+class Forbidden(HomewardError):
+    """The caller's roles do not allow this."""
+
+    reason = "forbidden"
+
+
+class RateLimited(HomewardError):
+    reason = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(HomewardError):
+    """The registry database cannot be reached or written."""
+
+    reason = "storage_unavailable"
+
+
+class AuditUnavailable(StorageUnavailable):
+    """The audit record of an action cannot be written, so the action does not happen."""
+
+    reason = "audit_unavailable"
+
+
+class PhotoKeyMismatch(HomewardError):
+    """Stored photos were sealed with another key: they cannot be read with this one."""
+
+    reason = "photo_key_mismatch"

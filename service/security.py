@@ -14,19 +14,13 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from service.errors import HomewardError, InvalidInput
+from service.errors import InvalidInput, PhotoKeyMismatch
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-
-
-class PhotoKeyMismatch(HomewardError):
-    """Stored photos were sealed with another key: they cannot be read with this one."""
-
-    reason = "photo_key_mismatch"
 
 
 @dataclass(frozen=True)

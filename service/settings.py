@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Default locations are the source checkout's (where `make run` put the models), not the
+# current folder, so `homeward` works the same from any folder; set them for an install.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
 ModelBackend = Literal["auto", "sface", "insightface", "dlib"]
 IndexType = Literal["flat"]
 
@@ -15,12 +19,12 @@ IndexType = Literal["flat"]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWARD_", env_file=None, extra="ignore")
 
-    data_dir: Path = Path("index")
+    data_dir: Path = PROJECT_ROOT / "index"
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir"
     )
     model_backend: ModelBackend = "sface"
-    model_dir: Path = Path("models")
+    model_dir: Path = PROJECT_ROOT / "models"
     insightface_pack: str = "buffalo_l"
     index_type: IndexType = "flat"
 
@@ -56,6 +60,12 @@ class Settings(BaseSettings):
         "(model id +flip; after changing it run `homeward reembed`)",
     )
 
+    with_worker: bool | None = Field(
+        default=None,
+        description="run the background loops inside the API process; default: yes on "
+        "SQLite (embedded), no otherwise (run `homeward worker`)",
+    )
+
     admin_key: SecretStr | None = None
     log_level: str = "INFO"
 
@@ -85,6 +95,14 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'homeward.db'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def runs_worker(self) -> bool:
+        return self.is_embedded if self.with_worker is None else self.with_worker
 
     @property
     def photo_dir(self) -> Path:

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.container import build_services
+from service.container import Container
 from service.faces.base import FaceBackend
 from service.faces.factory import load_backend
 from service.settings import Settings
@@ -53,7 +53,7 @@ def start_app(sface_backend: FaceBackend) -> Callable[[Settings], TestClient]:
     """A TestClient for a real app on the given settings; enter it with ``with``."""
 
     def start(settings: Settings) -> TestClient:
-        app = create_app(settings, services=lambda s: build_services(s, sface_backend))
+        app = create_app(settings, container=lambda s: Container(s, sface_backend))
         client = TestClient(app)
         client.headers.update(HEADERS)
         return client
@@ -67,3 +67,16 @@ def client(
 ) -> Iterator[TestClient]:
     with start_app(make_settings()) as c:
         yield c
+
+
+def container_of(client: TestClient) -> Container:
+    """The parts behind a started test app (to look underneath the API)."""
+    built: Container = client.app.state.homeward.container  # type: ignore[attr-defined]
+    return built
+
+
+def stored_key_hash(client: TestClient, key_id: str) -> str:
+    with container_of(client).db.unit() as tx:
+        row = tx.keys.by_key_id(key_id)
+        assert row is not None
+        return row.secret_hash

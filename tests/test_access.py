@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.access import GRANTS, Permission
+from service.matching.actors import GRANTS, SYSTEM, Permission
 from service.settings import Settings
+from tests.conftest import container_of, stored_key_hash
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
 
@@ -170,11 +171,15 @@ def test_volunteers_see_only_their_own_sightings(world: World, client: TestClien
 def test_keys_expire_and_are_stored_only_as_hmacs(world: World, client: TestClient) -> None:
     from datetime import UTC, datetime, timedelta
 
-    services = client.app.state.homeward.services
-    row, key = services.keys.create(
-        "short", world.orgs["A"], ["registry"], expires_at=datetime.now(UTC) + timedelta(seconds=1)
+    row, key = container_of(client).access.create_key(
+        SYSTEM,
+        "short",
+        world.orgs["A"],
+        ["registry"],
+        expires_at=datetime.now(UTC) + timedelta(seconds=1),
     )
-    assert key not in row.secret_hash and len(row.secret_hash) == 64
+    stored = stored_key_hash(client, row.key_id)
+    assert key not in stored and len(stored) == 64
     assert TestClient(client.app, headers={"X-API-Key": key}).get("/v1/cases").status_code == 200
     import time
 

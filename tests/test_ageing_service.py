@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from service.ageing.templates import target_ages
 from service.evaluation.folds import use_growth_model
 from service.settings import Settings
+from tests.conftest import container_of
 from tests.faces_of_t1 import blank_photo
 from tests.images import astronaut_bgr, encode, t1_bgr
 from tests.test_access import make_world
@@ -120,9 +121,9 @@ def test_enrollment_adds_aged_templates_and_deleting_the_photo_removes_them(
     ages = r.json()["aged_templates"]
     assert len(ages) == 3 and ages[1] == pytest.approx(case["expected_age_today"], abs=0.1)
     assert client.get("/v1/info").json()["index_size"] == 4
-    services = client.app.state.homeward.services
-    kinds = services.registry.template_kinds(list(range(1, 5)))
-    assert sorted(k for _, _, k in kinds.values()) == ["aged", "aged", "aged", "original"]
+    with container_of(client).db.unit() as tx:
+        owners = tx.templates.owners(list(range(1, 5)))
+    assert sorted(o.kind for o in owners.values()) == ["aged", "aged", "aged", "original"]
     photo_id = r.json()["photo"]["id"]
     assert client.delete(f"/v1/cases/{case['id']}/photos/{photo_id}").status_code == 204
     assert client.get("/v1/info").json()["index_size"] == 0
@@ -144,8 +145,7 @@ def test_refresh_re_ages_when_the_expected_age_changes(client: TestClient) -> No
     assert client.post("/v1/admin/ageing/refresh").json() == {"photos_refreshed": 0}
     client.patch(f"/v1/cases/{case_id}", json={"birth_date": born_years_ago(15)})
     assert client.post("/v1/admin/ageing/refresh").json() == {"photos_refreshed": 1}
-    services = client.app.state.homeward.services
-    ((_, _, existing),) = services.registry.photos_with_age()
+    ((_, _, existing),) = photos_with_age(client)
     assert sorted(a for a, _ in existing) == pytest.approx([13, 15, 17], abs=0.1)
     assert client.get("/v1/info").json()["index_size"] == 4
     assert client.post("/v1/admin/ageing/refresh").json() == {"photos_refreshed": 0}
@@ -179,9 +179,16 @@ def test_age_command_writes_images_and_a_sheet(
 
 def test_a_new_growth_model_re_ages_every_photo(client: TestClient) -> None:
     case_with_aged_photo(client)
-    services = client.app.state.homeward.services
-    shipped = services.homeward.aged.progressor.model
-    use_growth_model(services, replace(shipped, version="growth_test"))
-    ((_, _, existing),) = services.registry.photos_with_age()
+    built = container_of(client)
+    shipped = built.enrollment.aged.progressor.model
+    use_growth_model(built, replace(shipped, version="growth_test"))
+    ((_, _, existing),) = photos_with_age(client)
     assert [generator for _, generator in existing] == ["growth_test"] * 3
     assert client.get("/v1/info").json()["index_size"] == 4
+
+
+def photos_with_age(
+    client: TestClient,
+) -> list[tuple[object, object, list[tuple[float | None, str | None]]]]:
+    with container_of(client).db.unit() as tx:
+        return [(p.id, c.id, aged) for p, c, aged in tx.cases.photos_with_age()]

@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.matching.actors import SYSTEM
 from service.settings import Settings
+from tests.conftest import container_of, stored_key_hash
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
 
@@ -60,13 +62,13 @@ def test_every_endpoint_but_health_needs_a_key(client: TestClient) -> None:
 
 
 def test_created_key_works_until_revoked(client: TestClient) -> None:
-    keys = client.app.state.homeward.services.keys
-    org = keys.create_org("Registry A")
-    row, key = keys.create("registry app", org.id, ["registry"])
-    assert key.startswith("hw_") and key not in row.secret_hash
+    access = container_of(client).access
+    org = access.create_org(SYSTEM, "Registry A")
+    row, key = access.create_key(SYSTEM, "registry app", org.id, ["registry"])
+    assert key.startswith("hw_") and key not in stored_key_hash(client, row.key_id)
     other = TestClient(client.app, headers={"X-API-Key": key})
     assert other.get("/v1/cases").status_code == 200
-    keys.revoke(row.key_id)
+    access.revoke_key(SYSTEM, row.key_id)
     assert other.get("/v1/cases").status_code == 401
 
 

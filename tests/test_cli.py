@@ -90,21 +90,11 @@ def test_enroll_needs_the_columns(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_keys_create_list_revoke(runner: CliRunner) -> None:
-    created = runner.invoke(
-        main,
-        [
-            "keys",
-            "create",
-            "--name",
-            "registry app",
-            "--org",
-            "Reg A",
-            "--role",
-            "registry",
-            "--role",
-            "reviewer",
-        ],
-    )
+    command = ["keys", "create", "--name", "registry app", "--org", "Reg A"]
+    command += ["--role", "registry", "--role", "reviewer"]
+    unknown = runner.invoke(main, command)
+    assert unknown.exit_code == 1 and "no organisation with id or name 'Reg A'" in unknown.output
+    created = runner.invoke(main, [*command, "--create-org"])
     assert created.exit_code == 0, created.output
     key_id = created.output.split()[2]
     key = created.output.strip().splitlines()[-1]
@@ -142,3 +132,46 @@ def test_orgs_and_retention_commands(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "purged 0 closed case(s) and 0 sighting(s)" in result.output
     assert "audit log intact" in runner.invoke(main, ["audit", "verify"]).output
+
+
+def test_keys_create_takes_an_organisation_id_and_never_makes_one(runner: CliRunner) -> None:
+    made = runner.invoke(main, ["orgs", "create", "Registry East"]).output
+    org_id = made.split()[2]
+    by_id = ["keys", "create", "--name", "east", "--org", org_id, "--role", "registry"]
+    assert runner.invoke(main, by_id).exit_code == 0
+    orgs = runner.invoke(main, ["orgs", "list"]).output.splitlines()
+    assert len([o for o in orgs if "Registry East" in o]) == 1
+    assert not any(o.split()[1] == org_id for o in orgs)  # no organisation named by the id
+
+
+def test_cli_actions_are_audited_like_the_api(runner: CliRunner) -> None:
+    from service.container import Container
+    from service.matching.actors import SYSTEM
+    from service.settings import Settings
+
+    assert runner.invoke(main, ["index", "rebuild"]).exit_code == 0
+    assert runner.invoke(main, ["orgs", "create", "Audited"]).exit_code == 0
+    built = Container(Settings())
+    try:
+        actions = {(e.action, e.key_id) for e in built.admin.audit_recent(SYSTEM, 20)}
+    finally:
+        built.close()
+    assert {("index.rebuild", "cli"), ("org.create", "cli")} <= actions
+
+
+def test_commands_are_quiet_unless_verbose(runner: CliRunner) -> None:
+    quiet = runner.invoke(main, ["orgs", "list"])
+    assert quiet.exit_code == 0 and " INFO " not in quiet.output
+    assert runner.invoke(main, ["worker", "--help"]).exit_code == 0
+
+
+def test_default_locations_do_not_depend_on_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.settings import Settings
+
+    monkeypatch.delenv("HOMEWARD_DATA_DIR", raising=False)
+    monkeypatch.delenv("HOMEWARD_MODEL_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.model_dir == REPO / "models" and settings.data_dir == REPO / "index"

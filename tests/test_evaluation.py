@@ -20,7 +20,7 @@ from service.cli import main
 from service.evaluation.folds import fold_growth_models, fold_of
 from service.evaluation.protocols import Sample, child
 from service.evaluation.runner import case_dates
-from service.matching import expected_age
+from service.matching.ages import expected_age
 from tests.conftest import REPO
 from tests.faces_of_t1 import altered_probe, blank_photo, face_crop
 from tests.images import encode

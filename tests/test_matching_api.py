@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.audit import SYSTEM
 from service.faces.base import FaceBackend
 from service.faces.pipeline import FacePipeline
 from service.faces.quality import QualityThresholds
+from service.matching.actors import SYSTEM
 from service.search.transform import IDENTITY, TemplateTransform, resolve_transform
 from service.settings import Settings
+from tests.conftest import container_of
 from tests.faces_of_t1 import altered_probe, blank_photo, face_boxes, face_crop
 from tests.images import encode, t1_bgr
 
@@ -189,7 +190,7 @@ def test_corrupted_index_file_is_detected_and_rebuilt(
     with start_app(settings) as first:
         enroll_six(first)
         before = match(first, altered_probe(2))
-    (index_file,) = settings.index_dir.glob("*.faiss")
+    (index_file,) = settings.index_dir.glob("*.snapshot.npz")
     data = bytearray(index_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     index_file.write_bytes(bytes(data))
@@ -220,7 +221,7 @@ def test_snapshot_behind_the_registry_is_replayed(
     settings = make_settings()
     with start_app(settings) as first:
         case_ids = enroll_six(first)
-        first.app.state.homeward.services.homeward.keeper.save()
+        container_of(first).index.save()
         snapshot = {p.name: p.read_bytes() for p in settings.index_dir.iterdir()}
         first.delete(f"/v1/cases/{case_ids[0]}")
     for name, data in snapshot.items():  # the old snapshot, as if the last save was lost
@@ -292,7 +293,7 @@ def test_reembed_after_a_model_change(
     with start_app(make_settings(tta_flip=True)) as flipped:
         info = flipped.get("/v1/info").json()
         assert info["model_id"].endswith("+flip") and info["index_size"] == 0
-        homeward = flipped.app.state.homeward.services.homeward
-        assert homeward.reembed(SYSTEM) == 6 and homeward.reembed(SYSTEM) == 0
+        enrollment = container_of(flipped).enrollment
+        assert enrollment.reembed(SYSTEM) == 6 and enrollment.reembed(SYSTEM) == 0
         assert flipped.get("/v1/info").json()["index_size"] == 6
         assert top_case(flipped, altered_probe(1)) == case_ids[1]

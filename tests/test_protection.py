@@ -13,15 +13,17 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service.retention import run_retention
+from service.container import Container
+from service.matching.actors import SYSTEM
 from service.settings import Settings
+from tests.conftest import container_of
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
 from tests.test_access import JPEG, enroll, make_world
 
 
-def services(client: TestClient):  # type: ignore[no-untyped-def]
-    return client.app.state.homeward.services
+def services(client: TestClient) -> Container:
+    return container_of(client)
 
 
 def actions(client: TestClient) -> list[str]:
@@ -66,7 +68,7 @@ def test_every_sensitive_action_is_audited_and_the_chain_verifies(client: TestCl
     match = next(r for r in client.get("/v1/admin/audit", params={"action": "match"}).json())
     assert match["input_sha256"] == __import__("hashlib").sha256(probe).hexdigest()
     assert case_id in json.loads(match["result_ids"])
-    assert match["key_id"] == services(client).keys.verify(reg.headers["X-API-Key"]).key_id  # type: ignore[union-attr]
+    assert match["key_id"] == services(client).access.authenticate(reg.headers["X-API-Key"]).key_id
     assert client.get("/v1/admin/audit/verify").json()["ok"] is True
 
 
@@ -75,19 +77,19 @@ def test_edited_or_removed_audit_records_are_detected(client: TestClient) -> Non
     client.post("/v1/match", files={"file": ("p.jpg", altered_probe(1), JPEG)})
     enroll(client, 2)  # so the match record sits inside the chain
     engine = services(client).db.engine
-    assert services(client).audit.verify().ok
+    assert services(client).admin.audit_verify(SYSTEM).ok
     with engine.begin() as c:
         c.execute(text("UPDATE audit_log SET result_ids = '[]' WHERE action = 'match'"))
-    report = services(client).audit.verify()
+    report = services(client).admin.audit_verify(SYSTEM)
     assert not report.ok and any("altered" in p for p in report.problems)
     with engine.begin() as c:
         c.execute(text("DELETE FROM audit_log WHERE action = 'match'"))
-    problems = services(client).audit.verify().problems
+    problems = services(client).admin.audit_verify(SYSTEM).problems
     assert any("missing" in p for p in problems) and any("follow" in p for p in problems)
     with engine.begin() as c:
         c.execute(text("DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)"))
         c.execute(text("DELETE FROM audit_log WHERE seq < (SELECT MAX(seq) FROM audit_log) - 1"))
-    assert any("removed" in p for p in services(client).audit.verify().problems)
+    assert any("removed" in p for p in services(client).admin.audit_verify(SYSTEM).problems)
 
 
 def test_audit_verify_command_fails_on_a_damaged_log(
@@ -141,9 +143,9 @@ def test_closed_cases_are_purged_after_the_retention_period(client: TestClient) 
     photo_files = list(svc.settings.photo_dir.glob("*/*.jpg"))
     assert len(photo_files) == 2
     assert client.patch(f"/v1/cases/{case_id}", json={"status": "closed"}).status_code == 200
-    assert run_retention(svc.homeward).cases_purged == 0  # not yet 30 days
+    assert svc.maintenance.run_retention(SYSTEM).cases_purged == 0  # not yet 30 days
     later = datetime.now(UTC) + timedelta(days=31)
-    report = run_retention(svc.homeward, now=later)
+    report = svc.maintenance.run_retention(SYSTEM, now=later)
     assert report.cases_purged == 1
     assert client.get(f"/v1/cases/{case_id}").status_code == 404
     assert len(list(svc.settings.photo_dir.glob("*/*.jpg"))) == 1
@@ -153,7 +155,7 @@ def test_closed_cases_are_purged_after_the_retention_period(client: TestClient) 
                 text(f"SELECT COUNT(*) FROM {table} WHERE case_id = :c"), {"c": case_id}
             ).scalar()
             assert n == 0, table
-    assert len(svc.homeward.keeper.index) == 1
+    assert svc.index.size == 1
     r = client.post(
         "/v1/match", files={"file": ("p.jpg", altered_probe(5), JPEG)}, data={"top_k": "50"}
     )
@@ -172,10 +174,12 @@ def test_unconfirmed_sightings_are_purged_after_their_period(client: TestClient)
     ).json()["id"]
     files_before = len(list(svc.settings.photo_dir.glob("*/*")))
     assert (
-        run_retention(svc.homeward, now=datetime.now(UTC) + timedelta(days=89)).sightings_purged
+        svc.maintenance.run_retention(
+            SYSTEM, now=datetime.now(UTC) + timedelta(days=89)
+        ).sightings_purged
         == 0
     )
-    report = run_retention(svc.homeward, now=datetime.now(UTC) + timedelta(days=91))
+    report = svc.maintenance.run_retention(SYSTEM, now=datetime.now(UTC) + timedelta(days=91))
     assert report.sightings_purged == 1
     assert volunteer.get(f"/v1/sightings/{sighting}").status_code == 404
     assert len(list(svc.settings.photo_dir.glob("*/*"))) == files_before - 1

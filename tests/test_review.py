@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
+from service.matching.webhooks import signature
 from service.settings import Settings
-from service.webhooks import signature
 from tests.faces_of_t1 import altered_probe
 from tests.test_access import JPEG, enroll, make_world
 from tests.webhook_receiver import webhook_receiver

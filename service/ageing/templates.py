@@ -17,7 +17,7 @@ from service.ageing.progression import (
 from service.errors import HomewardError, NoFaceFound
 from service.faces.base import DetectedFace, Image
 from service.faces.pipeline import FaceChoice, FacePipeline, choose_face, iou
-from service.registry.repository import NewTemplate
+from service.registry.templates import NewTemplate
 
 logger = logging.getLogger(__name__)
 

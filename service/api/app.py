@@ -3,58 +3,55 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.api import errors
 from service.api.deps import AppState
 from service.api.ratelimit import RateLimiter
 from service.api.routes import admin, ageing, cases, match, sightings, system
-from service.container import Services, build_services, ensure_admin_key
+from service.container import Container
 from service.settings import Settings
+from service.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_EVERY_SECONDS = 60.0
 # Multipart framing around the image; the image itself is capped separately.
 FORM_OVERHEAD_BYTES = 64 * 1024
+LIGHT_THREADS = 4
 
 
 def create_app(
-    settings: Settings | None = None, services: Callable[[Settings], Services] = build_services
+    settings: Settings | None = None,
+    container: Callable[[Settings], Container] = Container,
 ) -> FastAPI:
+    """The API. ``container`` builds (or hands over) the parts: tests pass one that shares
+    models across apps. The background loops run in-process when ``settings.runs_worker``."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="homeward")
-        built = await asyncio.get_running_loop().run_in_executor(pool, services, settings)
-        ensure_admin_key(built.keys, settings)
-        app.state.homeward = AppState(built, pool, RateLimiter(settings.rate_limits))
-        snapshots = asyncio.create_task(_snapshot_periodically(app.state.homeward))
-        stop_webhooks = threading.Event()
-        webhooks = threading.Thread(
-            target=built.webhooks.run, args=(stop_webhooks,), name="homeward-webhooks", daemon=True
-        )
-        webhooks.start()
+        light = ThreadPoolExecutor(LIGHT_THREADS, thread_name_prefix="homeward-light")
+        built = container(settings)
+        await asyncio.get_running_loop().run_in_executor(pool, _start, built)
+        app.state.homeward = AppState(built, pool, light, RateLimiter(settings.rate_limits))
+        worker = Worker(built) if settings.runs_worker else None
+        if worker:
+            worker.start()
         try:
             yield
         finally:
-            stop_webhooks.set()
-            webhooks.join(timeout=10)
-            snapshots.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await snapshots
+            if worker:
+                worker.stop()
             await asyncio.get_running_loop().run_in_executor(pool, built.close)
             pool.shutdown(wait=True)
+            light.shutdown(wait=True)
 
     app = FastAPI(
         title="Homeward",
@@ -79,6 +76,11 @@ def create_app(
     return app
 
 
+def _start(built: Container) -> None:
+    built.ensure_admin_key()
+    built.load_all()
+
+
 def _limit_body(
     limit: int,
 ) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
@@ -88,22 +90,11 @@ def _limit_body(
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
-                return JSONResponse({"detail": "bad Content-Length", "reason": "bad_request"}, 400)
+                return errors.error_body("bad Content-Length", "bad_request", 400)
             if int(length) > limit:
-                return JSONResponse(
-                    {"detail": f"request body over {limit} bytes", "reason": "image_too_large"}, 413
-                )
+                upload = request.headers.get("content-type", "").startswith("multipart/")
+                reason = "image_too_large" if upload else "request_too_large"
+                return errors.error_body(f"request body over {limit} bytes", reason, 413)
         return await call_next(request)
 
     return middleware
-
-
-async def _snapshot_periodically(state: AppState) -> None:
-    """Write an index snapshot when templates changed, so a restart replays little."""
-    keeper = state.services.homeward.keeper
-    saved = keeper.generation
-    while True:
-        await asyncio.sleep(SNAPSHOT_EVERY_SECONDS)
-        if keeper.generation != saved:
-            saved = keeper.generation
-            await state.run(keeper.save)

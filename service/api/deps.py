@@ -1,4 +1,8 @@
-"""Dependencies: the state built in the lifespan, the caller, bounded uploads."""
+"""Dependencies: the state built in the lifespan, the caller, the use cases, bounded uploads.
+
+Two thread pools: ``pool`` runs the heavy work (decoding, models, index search, SQL of the
+use cases), ``light`` runs key checks and other cheap calls, so that slow uploads never
+hold up authentication or cheap routes."""
 
 from __future__ import annotations
 
@@ -9,28 +13,39 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request, Security, UploadFile
+from fastapi import Depends, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
-from service.api.access import Permission, allowed
 from service.api.ratelimit import RateLimiter
-from service.audit import Actor
-from service.container import Services
-from service.errors import ImageTooLarge
-from service.matching import Homeward
+from service.container import Container
+from service.errors import ImageTooLarge, RateLimited
+from service.matching.access import AccessService
+from service.matching.actors import Actor, Permission
+from service.matching.admin import AdminService
+from service.matching.cases import CaseService
+from service.matching.enrollment import EnrollmentService
+from service.matching.maintenance import MaintenanceService
+from service.matching.review import ReviewService
+from service.matching.search import SearchService
+from service.matching.sightings import SightingService
+from service.settings import Settings
 
 T = TypeVar("T")
 
 
 @dataclass
 class AppState:
-    services: Services
+    container: Container
     pool: ThreadPoolExecutor
+    light: ThreadPoolExecutor
     limiter: RateLimiter
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Blocking work (decoding, inference, SQL, index search) off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def run_light(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.light, fn, *args)
 
 
 def get_state(request: Request) -> AppState:
@@ -41,11 +56,22 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_homeward(state: StateDep) -> Homeward:
-    return state.services.homeward
+def _use_case(name: str) -> Any:
+    def get(state: StateDep) -> Any:
+        return getattr(state.container, name)
+
+    return Depends(get)
 
 
-HomewardDep = Annotated[Homeward, Depends(get_homeward)]
+AccessDep = Annotated[AccessService, _use_case("access")]
+CasesDep = Annotated[CaseService, _use_case("cases")]
+EnrollmentDep = Annotated[EnrollmentService, _use_case("enrollment")]
+SearchDep = Annotated[SearchService, _use_case("search")]
+SightingsDep = Annotated[SightingService, _use_case("sightings")]
+ReviewDep = Annotated[ReviewService, _use_case("review")]
+AdminDep = Annotated[AdminService, _use_case("admin")]
+MaintenanceDep = Annotated[MaintenanceService, _use_case("maintenance")]
+SettingsDep = Annotated[Settings, _use_case("settings")]
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="an API key; the first start prints one"
@@ -56,41 +82,27 @@ async def authenticate(
     state: StateDep, key: Annotated[str | None, Security(_api_key_header)]
 ) -> Actor:
     """The caller behind the key, after the key's rate limit."""
-    challenge = {"WWW-Authenticate": "ApiKey"}
-    if not key:
-        raise HTTPException(401, "missing X-API-Key header", headers=challenge)
-    row = await state.run(state.services.keys.verify, key)
-    if row is None:
-        raise HTTPException(401, "invalid, expired or revoked API key", headers=challenge)
-    wait = state.limiter.take(row.key_id, row.role_set)
+    actor = await state.run_light(state.container.access.authenticate, key)
+    wait = state.limiter.take(actor.key_id, actor.roles)
     if wait > 0:
-        raise HTTPException(
-            429,
-            "rate limit exceeded for this key",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
-    return Actor(row.key_id, row.org_id, row.role_set)
+        raise RateLimited("rate limit exceeded for this key", retry_after=max(1, math.ceil(wait)))
+    return actor
 
 
 def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Actor]]:
-    """A dependency that lets only callers whose roles hold ``permission`` through (403)."""
+    """The caller, refused (403) unless their roles hold ``permission``. The use cases check
+    again; checking here too refuses before the body is read or validated."""
 
     async def check(actor: Annotated[Actor, Depends(authenticate)]) -> Actor:
-        if not allowed(actor.roles, permission):
-            raise HTTPException(
-                403,
-                f"this key's roles ({', '.join(sorted(actor.roles))}) "
-                f"do not allow {permission.value}",
-            )
+        actor.require(permission)
         return actor
 
     return check
 
 
-async def read_upload(upload: UploadFile, state: AppState) -> bytes:
-    """The upload's bytes, refusing more than the configured cap without reading it all."""
-    limit = state.services.settings.max_upload_bytes
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise ImageTooLarge(f"upload is larger than the limit of {limit} bytes")
+async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    """The upload's bytes, refusing more than the cap without reading it all."""
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"upload is larger than the limit of {max_bytes} bytes")
     return data

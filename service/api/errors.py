@@ -1,26 +1,43 @@
-"""Domain errors -> HTTP statuses, in one place. Bodies are ``{"detail", "reason"}``."""
+"""Errors -> HTTP statuses, in one place. Every error body is ``{"detail", "reason"}``:
+``detail`` for people, ``reason`` a stable code for programs (the README lists them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http import HTTPStatus
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from service import errors
-from service.audit import AuditUnavailable
-from service.security import PhotoKeyMismatch
 
 STATUS: dict[type[errors.HomewardError], int] = {
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
     errors.ImageTooLarge: 413,
     errors.UnsupportedImageFormat: 415,
     errors.ImageRejected: 422,
     errors.NoFaceFound: 422,
     errors.FaceRejected: 422,
     errors.InvalidInput: 422,
-    errors.NotFound: 404,
-    errors.Conflict: 409,
+    errors.RateLimited: 429,
     errors.ModelUnavailable: 503,
-    AuditUnavailable: 503,
-    PhotoKeyMismatch: 503,
+    errors.StorageUnavailable: 503,
+    errors.PhotoKeyMismatch: 503,
+}
+HTTP_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
 }
 
 
@@ -31,10 +48,40 @@ def status_of(err: errors.HomewardError) -> int:
     return 400
 
 
+def error_body(
+    detail: str, reason: str, status: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "reason": reason}, status_code=status, headers=headers)
+
+
 async def _homeward_error(_request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, errors.HomewardError)
-    return JSONResponse({"detail": str(err), "reason": err.reason}, status_code=status_of(err))
+    status = status_of(err)
+    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+    if isinstance(err, errors.RateLimited):
+        headers = {"Retry-After": str(err.retry_after)}
+    return error_body(str(err), err.reason, status, headers)
+
+
+async def _http_error(_request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, HTTPException)
+    reason = HTTP_REASONS.get(err.status_code, HTTPStatus(err.status_code).phrase.lower())
+    detail = err.detail if isinstance(err.detail, str) else HTTPStatus(err.status_code).phrase
+    return error_body(detail, reason.replace(" ", "_"), err.status_code, err.headers)
+
+
+async def _validation_error(_request: Request, err: Exception) -> JSONResponse:
+    """Which fields are wrong and why; the input itself is never echoed (it may be a
+    child's name, or a value JSON cannot even hold)."""
+    assert isinstance(err, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+        for e in err.errors()
+    ]
+    return error_body("; ".join(problems) or "invalid request", "invalid_input", 422)
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.HomewardError, _homeward_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

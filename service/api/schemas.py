@@ -1,56 +1,32 @@
-"""Request and response bodies of API v1."""
+"""Response bodies of API v1 (request bodies that carry use-case rules live with their use
+case, e.g. ``service.matching.cases.NewCase``). Each ``of`` reads one view of the
+application layer."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from datetime import date, datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.faces.pipeline import AnalysedFace
-from service.matching import Candidate, case_expected_age
-from service.registry.models import Candidate as ReviewCandidate
-from service.registry.models import Case, Photo, Sighting
-
-Sex = Literal["female", "male", "unknown"]
-CaseStatus = Literal["missing", "found", "closed"]
+from service.matching import views
+from service.matching.cases import CaseStatus, Sex
 
 
-class CaseFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    external_ref: str | None = Field(None, min_length=1, max_length=128)
-    sex: Sex | None = None
-    birth_date: date | None = None
-    age_at_disappearance: float | None = Field(None, ge=0, le=25)
-    missing_since: date | None = None
-    region: str | None = Field(None, min_length=1, max_length=200)
-    status: CaseStatus | None = None
-
-    @model_validator(mode="after")
-    def _dates_make_sense(self) -> Self:
-        today = date.today()
-        for name in ("birth_date", "missing_since"):
-            value = getattr(self, name)
-            if value is not None and value > today:
-                raise ValueError(f"{name} is in the future")
-        if self.birth_date and self.missing_since and self.missing_since < self.birth_date:
-            raise ValueError("missing_since is before birth_date")
-        return self
+def jpeg(data: bytes) -> Response:
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
-class CaseCreate(CaseFields):
-    display_name: str = Field(min_length=1, max_length=200)
-    sex: Sex = "unknown"
-    status: CaseStatus = "missing"
+class _FromView(BaseModel):
+    @classmethod
+    def of(cls, view: object) -> Self:
+        return cls.model_validate(view, from_attributes=True)
 
 
-class CasePatch(CaseFields):
-    display_name: str | None = Field(None, min_length=1, max_length=200)
-
-
-class PhotoOut(BaseModel):
+class PhotoOut(_FromView):
     id: str
     width: int
     height: int
@@ -58,21 +34,10 @@ class PhotoOut(BaseModel):
     age_at_photo: float | None
     face_box: list[float]
     created_at: datetime
-
-    @classmethod
-    def of(cls, photo: Photo) -> PhotoOut:
-        return cls(
-            id=photo.id,
-            width=photo.width,
-            height=photo.height,
-            taken_on=photo.taken_on,
-            age_at_photo=photo.age_at_photo,
-            face_box=json.loads(photo.face_box),
-            created_at=photo.created_at,
-        )
+    template_kinds: list[str] = Field(description="original, and aged when age progression ran")
 
 
-class CaseOut(BaseModel):
+class CaseOut(_FromView):
     id: str
     external_ref: str | None
     display_name: str
@@ -87,27 +52,8 @@ class CaseOut(BaseModel):
     updated_at: datetime
     photos: list[PhotoOut]
 
-    @classmethod
-    def of(cls, case: Case) -> CaseOut:
-        age = case_expected_age(case)
-        return cls(
-            id=case.id,
-            external_ref=case.external_ref,
-            display_name=case.display_name,
-            sex=case.sex,  # type: ignore[arg-type]  # the column holds only Sex values
-            birth_date=case.birth_date,
-            age_at_disappearance=case.age_at_disappearance,
-            missing_since=case.missing_since,
-            region=case.region,
-            status=case.status,  # type: ignore[arg-type]
-            expected_age_today=None if age is None else round(age, 1),
-            created_at=case.created_at,
-            updated_at=case.updated_at,
-            photos=[PhotoOut.of(p) for p in case.photos],
-        )
 
-
-class CasePage(BaseModel):
+class CasePage(_FromView):
     items: list[CaseOut]
     total: int
     offset: int
@@ -131,22 +77,12 @@ class FaceOut(BaseModel):
     quality: QualityOut
 
     @classmethod
-    def of(cls, face: AnalysedFace) -> FaceOut:
-        q = face.quality
-        return cls(
-            box=[round(v, 1) for v in face.face.box],
-            landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in face.face.landmarks],
-            quality=QualityOut(
-                size_px=q.size_px,
-                sharpness=q.sharpness,
-                yaw=q.yaw,
-                pitch=q.pitch,
-                roll=q.roll,
-                detection_score=q.detection_score,
-                acceptable=q.acceptable,
-                issues=list(q.issues),
-            ),
-        )
+    def fields_of(cls, face: AnalysedFace) -> dict[str, Any]:
+        return {
+            "box": [round(v, 1) for v in face.face.box],
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.face.landmarks],
+            "quality": QualityOut(**asdict(face.quality), acceptable=face.quality.acceptable),
+        }
 
 
 class EnrollmentOut(BaseModel):
@@ -158,25 +94,24 @@ class EnrollmentOut(BaseModel):
     )
     warnings: list[str]
 
+    @classmethod
+    def of(cls, e: views.Enrollment) -> EnrollmentOut:
+        return cls(
+            photo=PhotoOut.of(e.photo),
+            face=FaceOut(**FaceOut.fields_of(e.face)),
+            model_id=e.model_id,
+            aged_templates=e.aged_templates,
+            warnings=e.warnings,
+        )
 
-class CandidateOut(BaseModel):
+
+class CandidateOut(_FromView):
     rank: int
     case_id: str
     external_ref: str | None
     score: float = Field(description="cosine similarity of the best template; not a verdict")
     photo_id: str
     template_kind: str
-
-    @classmethod
-    def of(cls, c: Candidate) -> CandidateOut:
-        return cls(
-            rank=c.rank,
-            case_id=c.case_id,
-            external_ref=c.external_ref,
-            score=c.score,
-            photo_id=c.photo_id,
-            template_kind=c.template_kind,
-        )
 
 
 class FaceMatchOut(FaceOut):
@@ -191,12 +126,28 @@ class MatchOut(BaseModel):
     score_floor: float = Field(description="candidates below this score are never returned")
     review_required: Literal[True] = True
 
+    @classmethod
+    def of(cls, result: views.MatchResult) -> MatchOut:
+        return cls(
+            faces=[
+                FaceMatchOut(
+                    **FaceOut.fields_of(f.face),
+                    candidates=[CandidateOut.of(c) for c in f.candidates],
+                )
+                for f in result.faces
+            ],
+            model_id=result.model_id,
+            index_generation=result.index_generation,
+            score_floor=result.score_floor,
+        )
+
 
 class InfoOut(BaseModel):
     version: str
     model_backend: str
     model_id: str
     dimension: int
+    index_backend: str
     index_type: str
     index_size: int
     index_generation: int
@@ -205,6 +156,10 @@ class InfoOut(BaseModel):
     photos_readable: bool
     score_floor: float
     limits: dict[str, int | float]
+
+    @classmethod
+    def of(cls, version: str, info: views.ServiceInfo) -> InfoOut:
+        return cls(version=version, **asdict(info))
 
 
 class ErrorOut(BaseModel):
@@ -215,7 +170,7 @@ class ErrorOut(BaseModel):
 # -- sightings and review -------------------------------------------------------------------
 
 
-class SightingOut(BaseModel):
+class SightingOut(_FromView):
     """What a volunteer sees of their sighting: its status, never the candidates."""
 
     id: str
@@ -225,46 +180,33 @@ class SightingOut(BaseModel):
     estimated_age: float | None
     created_at: datetime
 
-    @classmethod
-    def of(cls, s: Sighting) -> SightingOut:
-        return cls(
-            id=s.id,
-            status=s.status,  # type: ignore[arg-type]  # the column holds only these
-            place=s.place,
-            seen_at=s.seen_at,
-            estimated_age=s.estimated_age,
-            created_at=s.created_at,
-        )
 
-
-class QueueItemOut(BaseModel):
+class QueueItemOut(_FromView):
     candidate_id: str
     sighting_id: str
     case_id: str
-    external_ref: str | None = None
+    external_ref: str | None
     score: float
     rank: int
     status: str
     created_at: datetime
 
-    @classmethod
-    def of(cls, c: ReviewCandidate) -> QueueItemOut:
-        return cls(
-            candidate_id=c.id,
-            sighting_id=c.sighting_id,
-            case_id=c.case_id,
-            score=c.score,
-            rank=c.rank,
-            status=c.status,
-            created_at=c.created_at,
-        )
 
-
-class ReviewOut(BaseModel):
-    reviewer: str
+class ReviewOut(_FromView):
+    reviewer: str = Field(description="the reviewer's key id")
+    reviewer_name: str | None = Field(description="the reviewer's key name")
     decision: str
     note: str | None
     created_at: datetime
+
+
+class ProbeOut(_FromView):
+    url: str
+    face_box: list[float]
+    quality: dict[str, Any]
+    place: str | None
+    seen_at: datetime | None
+    estimated_age: float | None
 
 
 class CasePhotoRef(BaseModel):
@@ -285,12 +227,33 @@ class CandidateDetailOut(BaseModel):
     age_gap: float | None = Field(
         description="case's expected age today minus the sighting's estimated age, years"
     )
-    probe: dict[str, object]
+    probe: ProbeOut
     case: CaseOut
     case_photos: list[CasePhotoRef]
     matched_photo_id: str
     reviews: list[ReviewOut]
     reviewers_needed: int
+    confirmations: int
+
+    @classmethod
+    def of(cls, d: views.CandidateDetail) -> CandidateDetailOut:
+        photos = [
+            CasePhotoRef(
+                photo_id=p.id,
+                url=f"/v1/review/{d.candidate_id}/photos/{p.id}",
+                age_at_photo=p.age_at_photo,
+                taken_on=p.taken_on,
+                template_kinds=p.template_kinds,
+            )
+            for p in d.case.photos
+        ]
+        return cls(
+            **{k: v for k, v in asdict(d).items() if k not in ("probe", "case", "reviews")},
+            probe=ProbeOut.of(d.probe),
+            case=CaseOut.of(d.case),
+            case_photos=photos,
+            reviews=[ReviewOut.of(r) for r in d.reviews],
+        )
 
 
 class DecisionIn(BaseModel):
@@ -300,7 +263,7 @@ class DecisionIn(BaseModel):
     note: str | None = Field(None, max_length=2000)
 
 
-class DecisionOut(BaseModel):
+class DecisionOut(_FromView):
     candidate_id: str
     status: str
     confirmations: int
@@ -315,7 +278,7 @@ class OrgIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
 
 
-class OrgOut(BaseModel):
+class OrgOut(_FromView):
     id: str
     name: str
     webhook_url: str | None
@@ -328,10 +291,10 @@ class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     org_id: str = Field(min_length=1, max_length=32)
     roles: list[Literal["volunteer", "reviewer", "registry", "admin"]] = Field(min_length=1)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="without a time zone: UTC")
 
 
-class KeyOut(BaseModel):
+class KeyOut(_FromView):
     key_id: str
     name: str
     org_id: str
@@ -356,7 +319,7 @@ class WebhookOut(BaseModel):
     secret: str | None = Field(description="the signing secret, shown once")
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(_FromView):
     id: int
     org_id: str
     event: str
@@ -366,3 +329,39 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+
+
+class AuditEntryOut(_FromView):
+    seq: int
+    at: str
+    key_id: str | None
+    org_id: str | None
+    action: str
+    target: str | None
+    input_sha256: str | None
+    result_ids: str
+    hash: str
+
+
+class AuditCheckOut(_FromView):
+    ok: bool
+    records: int
+    problems: list[str]
+
+
+class RetentionOut(_FromView):
+    cases_purged: int
+    sightings_purged: int
+
+
+class IndexStatsOut(_FromView):
+    model_id: str
+    dimension: int
+    backend: str
+    index_type: str
+    templates: int
+    registry_templates: int
+    generation: int
+    opened: str
+    transform: str
+    snapshot_dir: str

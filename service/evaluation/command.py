@@ -77,7 +77,7 @@ def evaluate(
     identity's earliest photo at age <= 10 against its photos 5+ years later), roles
     (role=gallery rows enrolled, role=probe rows matched).
     """
-    settings: Settings = ctx.obj
+    settings: Settings = ctx.obj.settings  # the Container; evaluation builds its own
     if aged_templates is not None:
         settings = settings.model_copy(update={"aged_templates": aged_templates})
     started = time.perf_counter()

@@ -29,8 +29,7 @@ from service.ageing import AgeProgressor, GrowthModel
 from service.ageing.fgnet import read_fgnet_points
 from service.ageing.fitting import fit_growth_model
 from service.ageing.templates import AgedTemplates
-from service.audit import SYSTEM
-from service.container import Services, build_services
+from service.container import Container
 from service.errors import HomewardError
 from service.evaluation.protocols import Plan, Sample
 from service.evaluation.runner import (
@@ -38,11 +37,13 @@ from service.evaluation.runner import (
     ProbeResult,
     enroll_gallery,
     evaluation_settings,
+    evaluator,
     gallery_templates,
     match_probe,
     verification_scores,
 )
 from service.faces.intake import decode_stored
+from service.matching.actors import SYSTEM
 from service.search.transform import TemplateTransform, fit_linear_map
 from service.settings import Settings
 
@@ -60,23 +61,23 @@ def fold_of(samples: list[Sample], k: int) -> dict[str, int]:
 def run_folds(settings: Settings, plan: Plan, samples: list[Sample], top_k: int, k: int) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="homeward-eval-") as tmp:
         folder = Path(tmp)
-        svc = build_services(
+        svc = Container(
             evaluation_settings(settings, folder).model_copy(update={"template_transform": "none"})
         )
         try:
             return _run_folds(svc, plan, samples, top_k, k)
         finally:
-            svc.db.engine.dispose()
+            svc.db.close()
 
 
-def embed_samples(svc: Services, samples: list[Sample]) -> tuple[np.ndarray, list[Sample]]:
+def embed_samples(svc: Container, samples: list[Sample]) -> tuple[np.ndarray, list[Sample]]:
     """The largest face's template of every sample with an age (those with a face)."""
     rows, kept = [], []
     for sample in tqdm(samples, desc="embedding for the fit", unit="photo"):
         if sample.age is None:
             continue
         try:
-            faces = svc.homeward.pipeline.analyse_all(decode_stored(sample.file.read_bytes()))
+            faces = svc.pipeline.analyse_all(decode_stored(sample.file.read_bytes()))
         except HomewardError:
             continue
         if faces:
@@ -116,16 +117,16 @@ def fold_growth_models(
     return models
 
 
-def use_growth_model(svc: Services, model: GrowthModel) -> None:
+def use_growth_model(svc: Container, model: GrowthModel) -> None:
     """Age with ``model`` from now on, and remake every aged template made by another."""
-    current = svc.homeward.aged
+    current = svc.enrollment.aged
     progressor = AgeProgressor(model, current.progressor.detector, current.progressor.warp)
-    svc.homeward.aged = AgedTemplates(current.pipeline, progressor)
-    remade = svc.homeward.refresh_aged(SYSTEM)
+    svc.enrollment.aged = AgedTemplates(current.pipeline, progressor)
+    remade = svc.enrollment.refresh_aged(SYSTEM)
     logger.info("aged templates of %d photos remade with %s", remade, model.version)
 
 
-def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: int) -> Outcome:
+def _run_folds(svc: Container, plan: Plan, samples: list[Sample], top_k: int, k: int) -> Outcome:
     started = time.perf_counter()
     folds = fold_of(samples, k)
     try:
@@ -134,7 +135,8 @@ def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: 
         raise click.ClickException(f"cannot refit the growth model per fold: {err}") from None
     if growth:  # the gallery is aged for fold 0 as it is enrolled, not remade for it
         use_growth_model(svc, growth[0])
-    gallery = enroll_gallery(svc, plan.gallery)
+    actor = evaluator(svc)
+    gallery = enroll_gallery(svc, actor, plan.gallery)
     enrolled = time.perf_counter()
     vectors, fitted = embed_samples(svc, samples)
     person = np.array([folds[s.identity] for s in fitted])
@@ -142,7 +144,7 @@ def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: 
     genuine, impostor = [], []
     excludes = any(p.own_case is not None for p in plan.probes)
     fetch = min(top_k + 1, svc.settings.max_candidates) if excludes else top_k
-    keeper = svc.homeward.keeper
+    keeper = svc.index
     for fold in range(k):
         if fold in growth:
             use_growth_model(svc, growth[fold])
@@ -159,7 +161,7 @@ def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: 
         keeper.rebuild()
         held = [n for n, p in enumerate(plan.probes) if folds[p.sample.identity] == fold]
         for n in tqdm(held, desc=f"matching fold {fold + 1}/{k}", unit="probe"):
-            results[n] = match_probe(svc, gallery, plan.probes[n], fetch, top_k)
+            results[n] = match_probe(svc, actor, gallery, plan.probes[n], fetch, top_k)
         raw, cases = gallery_templates(svc)
         g, i = verification_scores(
             gallery,
@@ -172,7 +174,7 @@ def _run_folds(svc: Services, plan: Plan, samples: list[Sample], top_k: int, k: 
     probes = [results[n] for n in range(len(plan.probes))]
     mated = {gallery.identity[c] for c in gallery_templates(svc)[1]}
     return Outcome(
-        model_id=f"{svc.homeward.model_id} + transform fitted per fold ({k} folds)",
+        model_id=f"{svc.pipeline.model_id} + transform fitted per fold ({k} folds)",
         gallery=gallery,
         probes=probes,
         mated=sum(p.sample.identity in mated for p in plan.probes),

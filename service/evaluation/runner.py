@@ -17,14 +17,19 @@ import numpy as np
 from pydantic import SecretStr
 from tqdm import tqdm
 
-from service.audit import SYSTEM
-from service.container import Services, build_services
+from service.container import Container
 from service.errors import HomewardError, NoFaceFound
 from service.evaluation.metrics import Scores, Templates, pair_scores
 from service.evaluation.protocols import GalleryCase, Plan, Probe
+from service.matching.actors import SYSTEM, Actor
+from service.matching.cases import NewCase
+from service.matching.enrollment import PhotoDetails
+from service.matching.search import MatchQuery
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+EVALUATION_ORG = "evaluation"
 
 
 @dataclass
@@ -76,29 +81,30 @@ def _throwaway_key() -> SecretStr:
 
 def run_plan(settings: Settings, plan: Plan, top_k: int) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="homeward-eval-") as tmp:
-        svc = build_services(evaluation_settings(settings, Path(tmp)))
+        svc = Container(evaluation_settings(settings, Path(tmp)))
         try:
             return _run(svc, plan, top_k)
         finally:
-            svc.db.engine.dispose()
+            svc.db.close()
 
 
-def _run(svc: Services, plan: Plan, top_k: int) -> Outcome:
+def _run(svc: Container, plan: Plan, top_k: int) -> Outcome:
     started = time.perf_counter()
-    gallery = enroll_gallery(svc, plan.gallery)
+    actor = evaluator(svc)
+    gallery = enroll_gallery(svc, actor, plan.gallery)
     enrolled = time.perf_counter()
     fetch = min(top_k + 1, svc.settings.max_candidates) if _excludes(plan) else top_k
     results = [
-        match_probe(svc, gallery, probe, fetch, top_k)
+        match_probe(svc, actor, gallery, probe, fetch, top_k)
         for probe in tqdm(plan.probes, desc="matching", unit="probe")
     ]
     matched = time.perf_counter()
     vectors, cases = gallery_templates(svc)
-    vectors = svc.homeward.keeper.transform.apply(vectors)  # as the index holds them
+    vectors = svc.index.transform.apply(vectors)  # as the index holds them
     genuine, impostor = verification_scores(gallery, (vectors, cases), plan.probes, results)
     mated = {gallery.identity[c] for c in cases}
     return Outcome(
-        model_id=svc.homeward.model_id,
+        model_id=svc.pipeline.model_id,
         gallery=gallery,
         probes=results,
         mated=sum(p.sample.identity in mated for p in plan.probes),
@@ -113,21 +119,26 @@ def _excludes(plan: Plan) -> bool:
     return any(p.own_case is not None for p in plan.probes)
 
 
-def enroll_gallery(svc: Services, cases: list[GalleryCase]) -> Gallery:
+def evaluator(svc: Container) -> Actor:
+    """The evaluation acts as an administrator of an organisation of its own."""
+    org = svc.access.create_org(SYSTEM, EVALUATION_ORG)
+    return Actor("evaluation", org.id, frozenset({"admin"}))
+
+
+def enroll_gallery(svc: Container, actor: Actor, cases: list[GalleryCase]) -> Gallery:
     """One case per gallery entry; photos that fail enrollment are recorded and left out."""
     gallery = Gallery()
-    org = svc.keys.create_org("evaluation")
     bar = tqdm(total=sum(len(c.photos) for c in cases), desc="enrolling", unit="photo")
     for entry in cases:
-        fields = {"display_name": entry.key, "external_ref": entry.key}
-        case = svc.registry.create_case(org.id, fields | case_dates(entry))
+        fields = {"display_name": entry.key, "external_ref": entry.key, **case_dates(entry)}
+        case = svc.cases.create(actor, NewCase.model_validate(fields))
         gallery.case_ids[entry.key] = case.id
         gallery.identity[case.id] = entry.identity
         for photo in entry.photos:
             gallery.photos += 1
             try:
-                svc.homeward.enroll_photo(
-                    SYSTEM, case.id, photo.file.read_bytes(), age_at_photo=photo.age
+                svc.enrollment.enroll(
+                    actor, case.id, photo.file.read_bytes(), PhotoDetails(age_at_photo=photo.age)
                 )
             except HomewardError as err:
                 gallery.failures.append((photo.name, str(err)))
@@ -148,12 +159,12 @@ def case_dates(entry: GalleryCase, today: date | None = None) -> dict[str, Any]:
 
 
 def match_probe(
-    svc: Services, gallery: Gallery, probe: Probe, fetch: int, top_k: int
+    svc: Container, actor: Actor, gallery: Gallery, probe: Probe, fetch: int, top_k: int
 ) -> ProbeResult:
     """Rank of the probe's identity among the largest face's candidates (its own case
     dropped first), counted within ``top_k``."""
     try:
-        result = svc.homeward.match(SYSTEM, probe.sample.file.read_bytes(), top_k=fetch)
+        result = svc.search.match(actor, probe.sample.file.read_bytes(), MatchQuery(top_k=fetch))
     except NoFaceFound:
         return ProbeResult(None, None, "no face found")
     except HomewardError as err:
@@ -165,18 +176,15 @@ def match_probe(
     rank = (
         identities.index(probe.sample.identity) + 1 if probe.sample.identity in identities else None
     )
-    return ProbeResult(rank, svc.homeward.keeper.query(face.analysed.template)[0])
+    return ProbeResult(rank, svc.index.transform.apply(face.face.template.reshape(1, -1))[0])
 
 
-def gallery_templates(svc: Services) -> tuple[Scores, list[str]]:
+def gallery_templates(svc: Container) -> tuple[Scores, list[str]]:
     """Every enrolled template of the model (rows) and the case id of each."""
-    blocks = list(svc.registry.iter_templates(svc.homeward.model_id))
-    ids = [i for block_ids, _ in blocks for i in block_ids]
-    owners = svc.registry.template_kinds(ids)
-    vectors = np.frombuffer(b"".join(blob for _, blob in blocks), dtype="<f4")
-    return vectors.reshape(len(ids), svc.homeward.keeper.dimension).astype(np.float32), [
-        owners[i][0] for i in ids
-    ]
+    with svc.db.unit() as tx:
+        rows = list(tx.templates.vectors(svc.pipeline.model_id))
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+    return vectors.reshape(len(rows), svc.index.dimension).astype(np.float32), [r[2] for r in rows]
 
 
 def verification_scores(

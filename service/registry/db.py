@@ -1,4 +1,5 @@
-"""Engine and sessions. SQLite runs in WAL mode with synchronous=FULL and foreign keys on."""
+"""Engine, migrations and units of work. SQLite runs in WAL mode with synchronous=FULL and
+foreign keys on."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import Conflict, InvalidInput, StorageUnavailable
+from service.registry.audit import AuditRepository
+from service.registry.cases import CaseRepository
+from service.registry.keys import KeyRepository
+from service.registry.meta import MetaRepository
+from service.registry.outbox import OutboxRepository
+from service.registry.sightings import SightingRepository
+from service.registry.templates import TemplateRepository
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -45,13 +56,57 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+class UnitOfWork:
+    """One transaction and the repositories bound to it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.cases = CaseRepository(session)
+        self.templates = TemplateRepository(session)
+        self.sightings = SightingRepository(session)
+        self.keys = KeyRepository(session)
+        self.audit = AuditRepository(session)
+        self.outbox = OutboxRepository(session)
+        self.meta = MetaRepository(session)
+
+
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
+    @classmethod
+    def open(cls, url: str) -> Database:
+        """Connect and migrate to the newest schema."""
+        engine = make_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: committed on success, rolled back on any error."""
-        with self._sessions.begin() as session:
-            yield session
+    def unit(self) -> Iterator[UnitOfWork]:
+        """A unit of work: committed when the block ends, rolled back on any error. Database
+        failures leave as domain errors, so no caller above the registry sees SQL."""
+        try:
+            with self._sessions.begin() as session:
+                yield UnitOfWork(session)
+        except IntegrityError as err:
+            raise Conflict("the change conflicts with what is stored") from err
+        except DataError as err:
+            raise InvalidInput("a value cannot be stored (bad characters or out of range)") from err
+        except OperationalError as err:
+            raise StorageUnavailable("the registry database is unavailable") from err
+
+    def ping(self) -> None:
+        """Raises StorageUnavailable unless the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except OperationalError as err:
+            raise StorageUnavailable("the registry database is unavailable") from err
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -7,7 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from service.security import PhotoKeyMismatch, Sealer
+from service.errors import PhotoKeyMismatch
+from service.security import Sealer
 
 logger = logging.getLogger(__name__)
 

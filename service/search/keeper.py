@@ -3,18 +3,32 @@
 The registry's append-only template-change log drives it: at start the snapshot is loaded
 if it is intact and not ahead of the registry, then every change after its watermark is
 replayed (so several workers or replicas all converge), otherwise it is rebuilt.
+
+Searches never wait for a rebuild or a snapshot: a rebuild fills a new index beside the
+live one and swaps the reference; a snapshot only shares the index's read lock; and the
+search path's ``catch_up(wait=False)`` gives way to any sync or snapshot in progress.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from service.registry.repository import Registry
 from service.search.faiss_index import FaissIndex
+from service.search.port import (
+    Change,
+    FloatArray,
+    IdArray,
+    IndexedTemplate,
+    SearchFilter,
+    SnapshotMeta,
+    TemplateSource,
+    VectorIndex,
+)
 from service.search.transform import IDENTITY, TemplateTransform
 
 logger = logging.getLogger(__name__)
@@ -23,88 +37,179 @@ logger = logging.getLogger(__name__)
 class IndexKeeper:
     def __init__(
         self,
-        registry: Registry,
+        source: TemplateSource,
         model_id: str,
         dimension: int,
         folder: Path,
         transform: TemplateTransform = IDENTITY,
     ) -> None:
-        self.registry = registry
+        self.source = source
         self.model_id = model_id
         self.dimension = dimension
         self.folder = folder
-        self.transform = transform  # applied to templates entering the index and to queries
-        self.index = FaissIndex(dimension, model_id, transform.version)
-        self._sync_lock = threading.Lock()
+        self.transform = transform  # for the next open() or rebuild()
+        # The live index and the transform it was built with, swapped as one reference.
+        self._live: tuple[VectorIndex, TemplateTransform] = (self._new_index(transform), transform)
+        self._sync_lock = threading.Lock()  # one thread applies changes or swaps at a time
+        self._save_lock = threading.Lock()  # one snapshot at a time
+        self._saving = 0  # snapshots in progress, guarded by _sync_lock
         self.last_open = "new"
+        self.ready = False
+
+    @property
+    def index(self) -> VectorIndex:
+        return self._live[0]
 
     @property
     def generation(self) -> int:
         return self.index.watermark
 
+    @property
+    def size(self) -> int:
+        return len(self.index)
+
+    @property
+    def kind(self) -> str:
+        return self.index.kind
+
+    # -- opening -------------------------------------------------------------------------
+
     def open(self) -> str:
-        """Load or rebuild; returns how ('loaded', 'replayed', 'rebuilt')."""
-        snapshot = FaissIndex.load(
-            self.folder, self.model_id, self.dimension, self.transform.version
-        )
-        registry_mark = self.registry.watermark(self.model_id)
-        if snapshot is None or snapshot.watermark > registry_mark:
-            self.last_open = "rebuilt"
-            self.rebuild()
-            return self.last_open
-        self.index = snapshot
-        replayed = self.catch_up()
-        if len(self.index) != self.registry.template_count(self.model_id):
-            logger.warning("index count differs from the registry after replay; rebuilding")
-            self.rebuild()
+        """Load, replay or rebuild; returns how ('loaded', 'replayed', 'rebuilt')."""
+        snapshot = self._usable_snapshot()
+        if snapshot is None:
+            self._rebuild()
             self.last_open = "rebuilt"
         else:
+            self._live = (snapshot, self.transform)
+            replayed = self.catch_up()
             self.last_open = "replayed" if replayed else "loaded"
+            if len(snapshot) != self.source.template_count(self.model_id):
+                logger.warning("index count differs from the registry after replay; rebuilding")
+                self._rebuild()
+                self.last_open = "rebuilt"
+        self.ready = True
         logger.info(
-            "index %s: %d templates, generation %d",
-            self.last_open,
-            len(self.index),
-            self.generation,
+            "index %s: %d templates, generation %d", self.last_open, self.size, self.generation
         )
         return self.last_open
 
+    def _usable_snapshot(self) -> FaissIndex | None:
+        snapshot = FaissIndex.load(
+            self.folder, self.model_id, self.dimension, self.transform.version
+        )
+        source_mark = self.source.watermark(self.model_id)
+        if snapshot is not None and snapshot.watermark > source_mark:
+            logger.warning(
+                "index snapshot is at generation %d, ahead of the registry's %d; will rebuild",
+                snapshot.watermark,
+                source_mark,
+            )
+            return None
+        return snapshot
+
+    # -- keeping up ------------------------------------------------------------------------
+
+    def catch_up(self, wait: bool = True) -> int:
+        """Apply the registry's changes after the index's watermark; returns how many.
+        ``wait=False`` (the search path) returns 0 at once if another thread is syncing or a
+        snapshot is being taken, since applying would then block on the index's lock."""
+        if not self._sync_lock.acquire(blocking=wait):
+            return 0
+        try:
+            if not wait and self._saving:
+                return 0
+            index, transform = self._live
+            return self._replay(index, transform)
+        finally:
+            self._sync_lock.release()
+
     def rebuild(self) -> None:
         """A new index built from the registry beside the live one, then swapped in."""
+        self._rebuild()
+        logger.info("index rebuilt from the registry: %d templates", self.size)
+
+    def _rebuild(self) -> None:
+        """Build without any lock searches or writers take; then, under the sync lock, replay
+        what changed meanwhile and swap, so a writer that caught up before the swap still
+        finds its change in the new index."""
+        transform = self.transform
+        fresh = self._new_index(transform)
+        fresh.watermark = self.source.watermark(self.model_id)  # before reading templates
+        for block in self.source.iter_templates(self.model_id):
+            self._add(fresh, transform, block)
+        self._replay(fresh, transform)  # the bulk of the changes made while building
         with self._sync_lock:
-            fresh = FaissIndex(self.dimension, self.model_id, self.transform.version)
-            fresh.watermark = self.registry.watermark(self.model_id)
-            for ids, blob in self.registry.iter_templates(self.model_id):
-                fresh.add(np.asarray(ids, dtype=np.int64), self._vectors(blob))
-            self.index = fresh
-        logger.info("index rebuilt from the registry: %d templates", len(fresh))
+            self._replay(fresh, transform)
+            self._live = (fresh, transform)
 
-    def catch_up(self) -> int:
-        """Apply the registry's changes after the index's watermark; returns how many."""
-        with self._sync_lock:
-            applied = 0
-            while changes := self.registry.changes_since(self.model_id, self.index.watermark):
-                for change in changes:
-                    ids = np.array([change.template_id], dtype=np.int64)
-                    if change.op == "remove":
-                        self.index.remove(ids)
-                    elif change.vector is not None:
-                        self.index.remove(ids)  # replay is idempotent
-                        self.index.add(ids, self._vectors(change.vector))
-                    self.index.watermark = change.seq
-                applied += len(changes)
-            return applied
+    def _replay(self, index: VectorIndex, transform: TemplateTransform) -> int:
+        applied = 0
+        while changes := self.source.changes_since(self.model_id, index.watermark):
+            self._apply(index, transform, changes)
+            applied += len(changes)
+        return applied
 
-    def _vectors(self, blob: bytes) -> np.ndarray:
-        raw = np.frombuffer(blob, dtype="<f4").reshape(-1, self.dimension)
-        return self.transform.apply(raw)
+    def _apply(
+        self, index: VectorIndex, transform: TemplateTransform, changes: Sequence[Change]
+    ) -> None:
+        """A batch of changes, by each template's last change in it: a live add is indexed
+        (replacing the id), anything else (a removal, an add whose template is gone) removes
+        it. Idempotent, so replaying changes the index already has is harmless."""
+        last = {change.template_id: change for change in changes}
+        adds = [c.template for c in last.values() if c.op == "add" and c.template is not None]
+        gone = [tid for tid, c in last.items() if c.op != "add" or c.template is None]
+        if gone:
+            index.remove(np.array(gone, dtype=np.int64))
+        self._add(index, transform, adds)
+        index.watermark = changes[-1].seq  # after the writes: a snapshot never overclaims
 
-    def query(self, template: np.ndarray) -> np.ndarray:
-        """A query template as the index holds templates: transformed, one row."""
-        return self.transform.apply(np.asarray(template, dtype=np.float32).reshape(1, -1))
+    def _add(
+        self, index: VectorIndex, transform: TemplateTransform, block: Sequence[IndexedTemplate]
+    ) -> None:
+        if not block:
+            return
+        ids = np.array([t.id for t in block], dtype=np.int64)
+        index.add(ids, transform.apply(self._raw(block)), [t.attributes for t in block])
 
-    def save(self) -> None:
-        with self._sync_lock:
-            meta = self.index.save(self.folder)
+    def _raw(self, block: Sequence[IndexedTemplate]) -> FloatArray:
+        size = self.dimension * 4
+        if any(len(t.vector) != size for t in block):
+            raise ValueError(f"a template vector is not {self.dimension} float32 values")
+        raw: FloatArray = np.frombuffer(b"".join(t.vector for t in block), dtype="<f4")
+        return raw.reshape(len(block), self.dimension).astype(np.float32)
+
+    def _new_index(self, transform: TemplateTransform) -> FaissIndex:
+        return FaissIndex(self.dimension, self.model_id, transform.version)
+
+    # -- searching and snapshots -------------------------------------------------------------
+
+    def query(self, template: FloatArray) -> FloatArray:
+        """A query template as the live index holds templates: transformed, one row."""
+        return self._live[1].apply(np.asarray(template, dtype=np.float32).reshape(1, -1))
+
+    def search(
+        self, template: FloatArray, k: int, where: SearchFilter | None = None
+    ) -> tuple[FloatArray, IdArray]:
+        """The live index's top-k (scores, ids) for one raw template, as 1-D arrays."""
+        index, transform = self._live
+        query = transform.apply(np.asarray(template, dtype=np.float32).reshape(1, -1))
+        scores, ids = index.search(query, k, where)
+        return scores[0], ids[0]
+
+    def save(self) -> SnapshotMeta:
+        """Snapshot the live index. Searches go on meanwhile (they share its read lock);
+        writers' catch-ups wait only for the serialisation."""
+        with self._save_lock:
+            with self._sync_lock:
+                self._saving += 1
+                index = self.index
+            try:
+                meta = index.save(self.folder)
+            finally:
+                with self._sync_lock:
+                    self._saving -= 1
         logger.info(
             "index snapshot written: %d templates, generation %d", meta.count, meta.watermark
         )
+        return meta

@@ -6,22 +6,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from service.api.access import Permission
-from service.api.deps import StateDep, require
+from service.api.deps import AccessDep, AdminDep, EnrollmentDep, MaintenanceDep, require
 from service.api.schemas import (
+    AuditCheckOut,
+    AuditEntryOut,
     DeliveryOut,
+    IndexStatsOut,
     KeyCreated,
     KeyIn,
     KeyOut,
     OrgIn,
     OrgOut,
+    RetentionOut,
     WebhookIn,
     WebhookOut,
 )
-from service.audit import Actor
-from service.export import export_gallery
-from service.registry.models import ApiKey, Organisation, WebhookDelivery
-from service.retention import run_retention
+from service.matching.actors import Actor, Permission
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 org_router = APIRouter(prefix="/v1/org", tags=["organisation"])
@@ -29,156 +29,87 @@ Admin = Annotated[Actor, Depends(require(Permission.ADMIN))]
 WebhookOwner = Annotated[Actor, Depends(require(Permission.WEBHOOK))]
 
 
-def _org(o: Organisation) -> OrgOut:
-    return OrgOut(id=o.id, name=o.name, webhook_url=o.webhook_url, created_at=o.created_at)
-
-
-def _key(k: ApiKey) -> dict[str, Any]:
-    return {
-        "key_id": k.key_id,
-        "name": k.name,
-        "org_id": k.org_id,
-        "roles": sorted(k.role_set),
-        "created_at": k.created_at,
-        "expires_at": k.expires_at,
-        "revoked_at": k.revoked_at,
-    }
-
-
-def _delivery(d: WebhookDelivery) -> DeliveryOut:
-    return DeliveryOut(
-        id=d.id,
-        org_id=d.org_id,
-        event=d.event,
-        status=d.status,
-        attempts=d.attempts,
-        last_status_code=d.last_status_code,
-        last_error=d.last_error,
-        created_at=d.created_at,
-        delivered_at=d.delivered_at,
-    )
-
-
 @router.post("/orgs", status_code=201, response_model=OrgOut)
-async def create_org(body: OrgIn, state: StateDep, actor: Admin) -> OrgOut:
-    org = await state.run(state.services.keys.create_org, body.name)
-    await state.run(lambda: state.services.audit.record(actor, "org.create", target=org.id))
-    return _org(org)
+def create_org(body: OrgIn, access: AccessDep, actor: Admin) -> OrgOut:
+    return OrgOut.of(access.create_org(actor, body.name))
 
 
 @router.get("/orgs", response_model=list[OrgOut])
-async def list_orgs(state: StateDep, _actor: Admin) -> list[OrgOut]:
-    return [_org(o) for o in await state.run(state.services.keys.list_orgs)]
+def list_orgs(access: AccessDep, actor: Admin) -> list[OrgOut]:
+    return [OrgOut.of(o) for o in access.orgs(actor)]
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
-async def create_key(body: KeyIn, state: StateDep, actor: Admin) -> KeyCreated:
-    keys, audit = state.services.keys, state.services.audit
-    row, key = await state.run(keys.create, body.name, body.org_id, body.roles, body.expires_at)
-    await state.run(
-        lambda: audit.record(
-            actor, "key.create", target=row.key_id, detail={"org": row.org_id, "roles": row.roles}
-        )
-    )
-    return KeyCreated(**_key(row), key=key)
+def create_key(body: KeyIn, access: AccessDep, actor: Admin) -> KeyCreated:
+    row, key = access.create_key(actor, body.name, body.org_id, body.roles, body.expires_at)
+    return KeyCreated(**KeyOut.of(row).model_dump(), key=key)
 
 
 @router.get("/keys", response_model=list[KeyOut])
-async def list_keys(state: StateDep, _actor: Admin) -> list[KeyOut]:
-    return [KeyOut(**_key(k)) for k in await state.run(state.services.keys.list)]
+def list_keys(access: AccessDep, actor: Admin) -> list[KeyOut]:
+    return [KeyOut.of(k) for k in access.keys(actor)]
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut)
-async def revoke_key(key_id: str, state: StateDep, actor: Admin) -> KeyOut:
-    row = await state.run(state.services.keys.revoke, key_id)
-    await state.run(lambda: state.services.audit.record(actor, "key.revoke", target=key_id))
-    return KeyOut(**_key(row))
+def revoke_key(key_id: str, access: AccessDep, actor: Admin) -> KeyOut:
+    return KeyOut.of(access.revoke_key(actor, key_id))
 
 
-@router.get("/index")
-async def index_stats(state: StateDep, _actor: Admin) -> dict[str, Any]:
-    keeper = state.services.homeward.keeper
-    return {
-        "model_id": keeper.model_id,
-        "dimension": keeper.dimension,
-        "templates": len(keeper.index),
-        "generation": keeper.generation,
-        "opened": keeper.last_open,
-    }
+@router.get("/index", response_model=IndexStatsOut)
+def index_stats(maintenance: MaintenanceDep, actor: Admin) -> IndexStatsOut:
+    return IndexStatsOut.of(maintenance.index_stats(actor))
 
 
-@router.post("/index/rebuild")
-async def index_rebuild(state: StateDep, actor: Admin) -> dict[str, Any]:
-    keeper = state.services.homeward.keeper
-    await state.run(keeper.rebuild)
-    await state.run(keeper.save)
-    await state.run(lambda: state.services.audit.record(actor, "index.rebuild"))
-    return {"templates": len(keeper.index), "generation": keeper.generation}
+@router.post("/index/rebuild", response_model=IndexStatsOut)
+def index_rebuild(maintenance: MaintenanceDep, actor: Admin) -> IndexStatsOut:
+    """A new index generation from the stored templates, built beside the live one."""
+    return IndexStatsOut.of(maintenance.rebuild_index(actor))
 
 
 @router.get("/export")
-async def export(state: StateDep, actor: Admin) -> dict[str, Any]:
+def export(admin: AdminDep, actor: Admin) -> dict[str, Any]:
     """Every case with its templates (embeddings, base64 float32): admins only, audited."""
-    return await state.run(export_gallery, state.services.homeward, actor)
+    return admin.export(actor)
 
 
-@router.get("/audit")
-async def audit_recent(
-    state: StateDep,
-    _actor: Admin,
+@router.get("/audit", response_model=list[AuditEntryOut])
+def audit_recent(
+    admin: AdminDep,
+    actor: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     action: Annotated[str | None, Query(max_length=40)] = None,
-) -> list[dict[str, Any]]:
-    records = await state.run(state.services.audit.recent, limit, action)
-    return [
-        {
-            "seq": r.seq,
-            "at": r.at,
-            "key_id": r.key_id,
-            "org_id": r.org_id,
-            "action": r.action,
-            "target": r.target,
-            "input_sha256": r.input_sha256,
-            "result_ids": r.result_ids,
-            "hash": r.hash,
-        }
-        for r in records
-    ]
+) -> list[AuditEntryOut]:
+    return [AuditEntryOut.of(r) for r in admin.audit_recent(actor, limit, action)]
 
 
-@router.get("/audit/verify")
-async def audit_verify(state: StateDep, _actor: Admin) -> dict[str, Any]:
-    result = await state.run(state.services.audit.verify)
-    return {"ok": result.ok, "records": result.records, "problems": result.problems}
+@router.get("/audit/verify", response_model=AuditCheckOut)
+def audit_verify(admin: AdminDep, actor: Admin) -> AuditCheckOut:
+    return AuditCheckOut.of(admin.audit_verify(actor))
 
 
-@router.post("/retention/run")
-async def retention(state: StateDep, _actor: Admin) -> dict[str, int]:
-    report = await state.run(run_retention, state.services.homeward)
-    return {"cases_purged": report.cases_purged, "sightings_purged": report.sightings_purged}
+@router.post("/retention/run", response_model=RetentionOut)
+def retention(maintenance: MaintenanceDep, actor: Admin) -> RetentionOut:
+    return RetentionOut.of(maintenance.run_retention(actor))
 
 
 @router.post("/ageing/refresh")
-async def ageing_refresh(state: StateDep, actor: Admin) -> dict[str, int]:
+def ageing_refresh(enrollment: EnrollmentDep, actor: Admin) -> dict[str, int]:
     """Re-age case photos whose aged templates no longer match the child's age today."""
-    return {"photos_refreshed": await state.run(state.services.homeward.refresh_aged, actor)}
+    return {"photos_refreshed": enrollment.refresh_aged(actor)}
 
 
 @router.get("/webhooks/deliveries", response_model=list[DeliveryOut])
-async def all_deliveries(state: StateDep, _actor: Admin) -> list[DeliveryOut]:
-    return [_delivery(d) for d in await state.run(state.services.webhooks.deliveries, None)]
+def all_deliveries(access: AccessDep, actor: Admin) -> list[DeliveryOut]:
+    return [DeliveryOut.of(d) for d in access.deliveries(actor, every_org=True)]
 
 
 @org_router.put("/webhook", response_model=WebhookOut)
-async def set_webhook(body: WebhookIn, state: StateDep, actor: WebhookOwner) -> WebhookOut:
+def set_webhook(body: WebhookIn, access: AccessDep, actor: WebhookOwner) -> WebhookOut:
     """Register (or clear, with url null) the organisation's webhook for confirmed
     candidates; the signing secret is returned once."""
-    secret = await state.run(state.services.keys.set_webhook, actor.org_id or "", body.url)
-    await state.run(lambda: state.services.audit.record(actor, "webhook.set", target=actor.org_id))
-    return WebhookOut(url=body.url, secret=secret)
+    return WebhookOut(url=body.url, secret=access.set_webhook(actor, body.url))
 
 
 @org_router.get("/webhook/deliveries", response_model=list[DeliveryOut])
-async def own_deliveries(state: StateDep, actor: WebhookOwner) -> list[DeliveryOut]:
-    deliveries = await state.run(state.services.webhooks.deliveries, actor.org_id)
-    return [_delivery(d) for d in deliveries]
+def own_deliveries(access: AccessDep, actor: WebhookOwner) -> list[DeliveryOut]:
+    return [DeliveryOut.of(d) for d in access.deliveries(actor)]

@@ -9,12 +9,11 @@ from typing import Annotated, Literal
 import cv2
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
-from service.ageing import AgedFace, contact_sheet
-from service.api.access import Permission
-from service.api.deps import HomewardDep, StateDep, read_upload, require
-from service.audit import Actor
+from service.api.deps import EnrollmentDep, StateDep, read_upload, require
 from service.errors import InvalidInput
 from service.faces.base import Image
+from service.matching.actors import Actor, Permission
+from service.matching.enrollment import AgedUpload
 
 router = APIRouter(prefix="/v1", tags=["ageing"])
 MEDIA = {"jpeg": "image/jpeg", "png": "image/png"}
@@ -26,7 +25,7 @@ MEDIA = {"jpeg": "image/jpeg", "png": "image/png"}
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "application/zip": {}}}},
 )
 async def age(
-    homeward: HomewardDep,
+    enrollment: EnrollmentDep,
     state: StateDep,
     actor: Annotated[Actor, Depends(require(Permission.AGEING))],
     file: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo of a child")],
@@ -39,41 +38,32 @@ async def age(
     format: Annotated[Literal["jpeg", "png"], Form()] = "jpeg",
     layout: Annotated[Literal["sheet", "zip"], Form(description="for several ages")] = "sheet",
 ) -> Response:
-    if len(target_age) > 8:
-        raise InvalidInput("at most 8 target ages at once")
-    data = await read_upload(file, state)
+    data = await read_upload(file, state.container.settings.max_upload_bytes)
     aged = await state.run(
-        lambda: homeward.age_upload(actor, data, age_at_photo, target_age, sex, face_index)
+        enrollment.age_upload, actor, data, age_at_photo, target_age, sex, face_index
     )
-    if len(aged) == 1:
-        return Response(_encode(aged[0].image, format), media_type=MEDIA[format])
+    if len(aged.aged) == 1:
+        return Response(encode(aged.aged[0].image, format), media_type=MEDIA[format])
     if layout == "zip":
         return Response(
             _zip(aged, format),
             media_type="application/zip",
             headers={"Content-Disposition": 'attachment; filename="aged.zip"'},
         )
-    pixels = homeward.decode(data).pixels
-    sheet = contact_sheet(
-        [pixels, *(a.image for a in aged)],
-        [f"photo (age {age_at_photo:g})", *(f"aged to {a.age:g}" for a in aged)],
-    )
-    return Response(_encode(sheet, format), media_type=MEDIA[format])
+    return Response(encode(aged.sheet(), format), media_type=MEDIA[format])
 
 
-def _encode(image: Image, format: str) -> bytes:
+def encode(image: Image, format: str) -> bytes:
     ok, buffer = cv2.imencode(".png" if format == "png" else ".jpg", image)
     if not ok:
         raise InvalidInput("the aged image could not be encoded")
     return buffer.tobytes()
 
 
-def _zip(aged: list[AgedFace], format: str) -> bytes:
+def _zip(aged: AgedUpload, format: str) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for face in aged:
-            archive.writestr(
-                f"aged-{face.age:g}.{'png' if format == 'png' else 'jpg'}",
-                _encode(face.image, format),
-            )
+        for face in aged.aged:
+            name = f"aged-{face.age:g}.{'png' if format == 'png' else 'jpg'}"
+            archive.writestr(name, encode(face.image, format))
     return out.getvalue()

@@ -6,19 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from service.api.access import Permission
-from service.api.deps import HomewardDep, StateDep, read_upload, require
-from service.api.schemas import CandidateOut, FaceMatchOut, FaceOut, MatchOut, Sex
-from service.audit import Actor
-from service.errors import InvalidInput
-from service.matching import MatchFilters, scope_of
+from service.api.deps import SearchDep, StateDep, read_upload, require
+from service.api.schemas import MatchOut
+from service.matching.actors import Actor, Permission
+from service.matching.cases import Sex
+from service.matching.search import MatchQuery
 
 router = APIRouter(prefix="/v1", tags=["match"])
 
 
 @router.post("/match", response_model=MatchOut)
 async def match(
-    homeward: HomewardDep,
+    search: SearchDep,
     state: StateDep,
     actor: Annotated[Actor, Depends(require(Permission.MATCH))],
     file: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
@@ -30,24 +29,6 @@ async def match(
         float | None, Form(ge=-1, le=1, description="only raises the server's floor")
     ] = None,
 ) -> MatchOut:
-    settings = state.services.settings
-    if min_age is not None and max_age is not None and min_age > max_age:
-        raise InvalidInput("min_age is greater than max_age")
-    k = min(top_k or settings.default_candidates, settings.max_candidates)
-    filters = MatchFilters(sex=sex, min_age=min_age, max_age=max_age, scope=scope_of(actor))
-    data = await read_upload(file, state)
-    result = await state.run(
-        lambda: homeward.match(actor, data, top_k=k, filters=filters, min_score=min_score)
-    )
-    return MatchOut(
-        faces=[
-            FaceMatchOut(
-                **FaceOut.of(f.analysed).model_dump(),
-                candidates=[CandidateOut.of(c) for c in f.candidates],
-            )
-            for f in result.faces
-        ],
-        model_id=result.model_id,
-        index_generation=result.index_generation,
-        score_floor=max(settings.score_floor, min_score if min_score is not None else -1.0),
-    )
+    query = MatchQuery(top_k, sex, min_age, max_age, min_score)
+    data = await read_upload(file, state.container.settings.max_upload_bytes)
+    return MatchOut.of(await state.run(search.match, actor, data, query))

@@ -2,39 +2,32 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
-from service.api.access import Permission
-from service.api.deps import StateDep, read_upload, require
+from service.api.deps import ReviewDep, SightingsDep, StateDep, read_upload, require
 from service.api.schemas import (
     CandidateDetailOut,
-    CaseOut,
-    CasePhotoRef,
     DecisionIn,
     DecisionOut,
     QueueItemOut,
-    ReviewOut,
     SightingOut,
+    jpeg,
 )
-from service.audit import Actor
-from service.errors import InvalidInput
-from service.sightings import REVIEWERS_NEEDED, CandidateDetail, SightingReport
+from service.matching.actors import Actor, Permission
+from service.matching.sightings import SightingReport
 
 router = APIRouter(tags=["sightings and review"])
 Volunteer = Annotated[Actor, Depends(require(Permission.SIGHTINGS))]
 Reviewer = Annotated[Actor, Depends(require(Permission.REVIEW))]
-
-
-def jpeg(data: bytes) -> Response:
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+IMAGE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
 
 
 @router.post("/v1/sightings", status_code=201, response_model=SightingOut)
 async def submit_sighting(
+    sightings: SightingsDep,
     state: StateDep,
     actor: Volunteer,
     file: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
@@ -43,101 +36,45 @@ async def submit_sighting(
     estimated_age: Annotated[float | None, Form(ge=0, le=25)] = None,
     note: Annotated[str | None, Form(max_length=1000)] = None,
 ) -> SightingOut:
-    if seen_at is not None:
-        seen_at = seen_at if seen_at.tzinfo else seen_at.replace(tzinfo=UTC)
-        if seen_at > datetime.now(UTC):
-            raise InvalidInput("seen_at is in the future")
-    data = await read_upload(file, state)
-    report = SightingReport(place=place, seen_at=seen_at, estimated_age=estimated_age, note=note)
-    sighting = await state.run(state.services.sightings.submit, actor, data, report)
-    return SightingOut.of(sighting)
+    report = SightingReport(place, seen_at, estimated_age, note)
+    data = await read_upload(file, state.container.settings.max_upload_bytes)
+    return SightingOut.of(await state.run(sightings.submit, actor, data, report))
 
 
 @router.get("/v1/sightings", response_model=list[SightingOut])
-async def own_sightings(state: StateDep, actor: Volunteer) -> list[SightingOut]:
-    return [SightingOut.of(s) for s in await state.run(state.services.sightings.own, actor)]
+def own_sightings(sightings: SightingsDep, actor: Volunteer) -> list[SightingOut]:
+    return [SightingOut.of(s) for s in sightings.own(actor)]
 
 
 @router.get("/v1/sightings/{sighting_id}", response_model=SightingOut)
-async def sighting_status(sighting_id: str, state: StateDep, actor: Volunteer) -> SightingOut:
-    return SightingOut.of(await state.run(state.services.sightings.get, actor, sighting_id))
+def sighting_status(sighting_id: str, sightings: SightingsDep, actor: Volunteer) -> SightingOut:
+    return SightingOut.of(sightings.get(actor, sighting_id))
 
 
 @router.get("/v1/review/queue", response_model=list[QueueItemOut])
-async def review_queue(state: StateDep, actor: Reviewer) -> list[QueueItemOut]:
-    return [QueueItemOut.of(c) for c in await state.run(state.services.sightings.queue, actor)]
+def review_queue(review: ReviewDep, actor: Reviewer) -> list[QueueItemOut]:
+    return [QueueItemOut.of(c) for c in review.queue(actor)]
 
 
 @router.get("/v1/review/{candidate_id}", response_model=CandidateDetailOut)
-async def review_detail(candidate_id: str, state: StateDep, actor: Reviewer) -> CandidateDetailOut:
-    return _detail_out(await state.run(state.services.sightings.detail, actor, candidate_id))
+def review_detail(candidate_id: str, review: ReviewDep, actor: Reviewer) -> CandidateDetailOut:
+    return CandidateDetailOut.of(review.detail(actor, candidate_id))
 
 
-@router.get(
-    "/v1/review/{candidate_id}/probe",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
-async def review_probe(candidate_id: str, state: StateDep, actor: Reviewer) -> Response:
-    return jpeg(await state.run(state.services.sightings.probe_photo, actor, candidate_id))
+@router.get("/v1/review/{candidate_id}/probe", response_class=Response, responses=IMAGE)
+def review_probe(candidate_id: str, review: ReviewDep, actor: Reviewer) -> Response:
+    return jpeg(review.probe_photo(actor, candidate_id))
 
 
-@router.get(
-    "/v1/review/{candidate_id}/photos/{photo_id}",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
-async def review_case_photo(
-    candidate_id: str, photo_id: str, state: StateDep, actor: Reviewer
+@router.get("/v1/review/{candidate_id}/photos/{photo_id}", response_class=Response, responses=IMAGE)
+def review_case_photo(
+    candidate_id: str, photo_id: str, review: ReviewDep, actor: Reviewer
 ) -> Response:
-    data = await state.run(state.services.sightings.case_photo, actor, candidate_id, photo_id)
-    return jpeg(data)
+    return jpeg(review.case_photo(actor, candidate_id, photo_id))
 
 
 @router.post("/v1/review/{candidate_id}", response_model=DecisionOut)
-async def review_decide(
-    candidate_id: str, body: DecisionIn, state: StateDep, actor: Reviewer
+def review_decide(
+    candidate_id: str, body: DecisionIn, review: ReviewDep, actor: Reviewer
 ) -> DecisionOut:
-    candidate = await state.run(
-        state.services.sightings.decide, actor, candidate_id, body.decision, body.note
-    )
-    confirms = len({r.reviewer for r in candidate.reviews if r.decision == "confirm"})
-    return DecisionOut(candidate_id=candidate.id, status=candidate.status, confirmations=confirms)
-
-
-def _detail_out(d: CandidateDetail) -> CandidateDetailOut:
-    c = d.candidate
-    return CandidateDetailOut(
-        candidate_id=c.id,
-        status=c.status,
-        score=c.score,
-        rank=c.rank,
-        age_gap=d.age_gap,
-        probe={
-            "url": f"/v1/review/{c.id}/probe",
-            "face_box": json.loads(c.face_box),
-            "quality": json.loads(c.face_quality),
-            "place": d.sighting.place,
-            "seen_at": d.sighting.seen_at,
-            "estimated_age": d.sighting.estimated_age,
-        },
-        case=CaseOut.of(d.case),
-        case_photos=[
-            CasePhotoRef(
-                photo_id=p.id,
-                url=f"/v1/review/{c.id}/photos/{p.id}",
-                age_at_photo=p.age_at_photo,
-                taken_on=p.taken_on,
-                template_kinds=sorted({t.kind for t in p.templates}),
-            )
-            for p in d.photos
-        ],
-        matched_photo_id=c.photo_id,
-        reviews=[
-            ReviewOut(
-                reviewer=r.reviewer, decision=r.decision, note=r.note, created_at=r.created_at
-            )
-            for r in d.reviews
-        ],
-        reviewers_needed=REVIEWERS_NEEDED,
-    )
+    return DecisionOut.of(review.decide(actor, candidate_id, body.decision, body.note))

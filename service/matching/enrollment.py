@@ -1,0 +1,259 @@
+"""Enrollment: a case photo becomes templates (the original and, with an age at photo, the
+face aged to the child's expected age today); reembed and ageing refresh keep the stored
+photos' templates current as the model or the calendar moves on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+
+from service.ageing import AgedFace, contact_sheet
+from service.ageing.templates import AgedTemplates, target_ages
+from service.errors import Conflict, HomewardError, InvalidInput, NoFaceFound
+from service.faces.base import DetectedFace, Image
+from service.faces.intake import decode_stored
+from service.faces.pipeline import FaceChoice, FacePipeline, choose_face
+from service.matching.actors import SYSTEM, Actor, Permission
+from service.matching.ages import expected_age
+from service.matching.cases import CaseService, NewCase
+from service.matching.uploads import Uploads
+from service.matching.views import CaseView, Enrollment, PhotoView
+from service.registry.db import Database
+from service.registry.models import Case, Photo, new_id
+from service.registry.photostore import PhotoStore
+from service.registry.templates import NewTemplate
+from service.search.keeper import IndexKeeper
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+MAX_AGES_AT_ONCE = 8
+
+
+@dataclass(frozen=True)
+class PhotoDetails:
+    taken_on: date | None = None
+    age_at_photo: float | None = None
+    choice: FaceChoice = field(default_factory=FaceChoice)
+
+
+@dataclass(frozen=True)
+class AgedUpload:
+    """An uploaded photo and its face aged to each requested age."""
+
+    pixels: Image
+    age_at_photo: float
+    aged: list[AgedFace]
+
+    def sheet(self) -> Image:
+        """The photo and its aged versions side by side, labelled (posters, reviewers)."""
+        labels = [f"aged to {a.age:g}" for a in self.aged]
+        images = [self.pixels, *(a.image for a in self.aged)]
+        return contact_sheet(images, [f"photo (age {self.age_at_photo:g})", *labels])
+
+
+class EnrollmentService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        uploads: Uploads,
+        photos: PhotoStore,
+        pipeline: FacePipeline,
+        index: IndexKeeper,
+        aged: AgedTemplates,
+        cases: CaseService,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.uploads = uploads
+        self.photos = photos
+        self.pipeline = pipeline
+        self.index = index
+        self.aged = aged
+        self.cases = cases
+
+    def enroll(self, actor: Actor, case_id: str, data: bytes, details: PhotoDetails) -> Enrollment:
+        """One photo of a case: refused (422) when its face is not good enough to enroll."""
+        actor.require(Permission.CASES)
+        if details.taken_on is not None and details.taken_on > date.today():
+            raise InvalidInput("taken_on is in the future")
+        with self.db.unit() as tx:  # 404 before any model work
+            case = CaseView.of(tx.cases.get(case_id, actor.scope))
+        image = self.uploads.decode(data)
+        analysed = self.pipeline.analyse_for_enrollment(image.pixels, details.choice)
+        aged, warnings = self._aged_templates(
+            image.pixels, analysed.face, case.sex, details.age_at_photo, case.expected_age_today
+        )
+        photo = Photo(
+            id=new_id(),
+            upload_sha256=image.upload_sha256,
+            width=image.width,
+            height=image.height,
+            taken_on=details.taken_on,
+            age_at_photo=details.age_at_photo,
+            face_box=json.dumps([round(v, 1) for v in analysed.face.box]),
+        )
+        photo.stored_name = f"{photo.id}.jpg"
+        original = NewTemplate(self.model_id, analysed.template, age=details.age_at_photo)
+        self.photos.put(photo.stored_name, image.clean_jpeg)
+        try:
+            with self.db.unit() as tx:
+                stored = tx.cases.get(case_id, actor.scope)
+                if tx.cases.has_photo(case_id, image.upload_sha256):
+                    raise Conflict("this photo is already enrolled for this case")
+                tx.templates.add(tx.cases.add_photo(stored, photo), [original, *aged])
+                tx.audit.record(
+                    actor,
+                    "photo.enroll",
+                    target=case_id,
+                    input_sha256=image.upload_sha256,
+                    results=[photo.id],
+                    detail={"aged_templates": len(aged)},
+                )
+                view = PhotoView.of(photo)
+        except BaseException:
+            self.photos.delete(photo.stored_name)
+            raise
+        self.index.catch_up()
+        return Enrollment(view, analysed, self.model_id, [t.age or 0.0 for t in aged], warnings)
+
+    def enroll_record(
+        self, actor: Actor, fields: NewCase, data: bytes, details: PhotoDetails
+    ) -> Enrollment:
+        """A photo of the case with this external ref in the actor's organisation, the case
+        created first when there is none (bulk enrollment)."""
+        actor.require(Permission.CASES)
+        with self.db.unit() as tx:
+            found = tx.cases.by_ref(actor.org_id or "", fields.external_ref or "")
+            case_id = found.id if found is not None and fields.external_ref else None
+        if case_id is None:
+            case_id = self.cases.create(actor, fields).id
+        return self.enroll(actor, case_id, data, details)
+
+    @property
+    def model_id(self) -> str:
+        return self.pipeline.model_id
+
+    def _aged_templates(
+        self,
+        pixels: Image,
+        face: DetectedFace,
+        sex: str,
+        age_at_photo: float | None,
+        expected_now: float | None,
+    ) -> tuple[list[NewTemplate], list[str]]:
+        if not self.settings.aged_templates or age_at_photo is None:
+            return [], []
+        ages = target_ages(age_at_photo, expected_now)
+        return self.aged.make(pixels, face, age_at_photo, ages, sex) if ages else ([], [])
+
+    # -- keeping stored photos' templates current --------------------------------------------
+
+    def refresh_aged(self, actor: Actor = SYSTEM) -> int:
+        """Re-age every photo whose aged templates no longer sit at the case's expected age
+        today (or came from an older growth model); returns how many photos changed."""
+        actor.require(Permission.ADMIN)
+        changed = 0
+        if self.settings.aged_templates:
+            with self.db.unit() as tx:
+                photos = tx.cases.photos_with_age()
+            for photo, case, existing in photos:
+                if self._refresh_photo(photo, case, existing):
+                    changed += 1
+        with self.db.unit() as tx:
+            tx.audit.record(actor, "ageing.refresh", detail={"photos": changed})
+        self.index.catch_up()
+        return changed
+
+    def _refresh_photo(
+        self, photo: Photo, case: Case, existing: list[tuple[float | None, str | None]]
+    ) -> bool:
+        expected = _expected_now(case)
+        wanted = target_ages(photo.age_at_photo, expected)
+        current = sorted(age or 0.0 for age, gen in existing if gen == self.aged.generator)
+        if current == wanted and len(existing) == len(current):
+            return False
+        try:
+            pixels, face = self._stored_face(photo)
+        except HomewardError as err:
+            logger.warning("photo %s not re-aged: %s", photo.id, err)
+            return False
+        templates, _ = self._aged_templates(pixels, face, case.sex, photo.age_at_photo, expected)
+        with self.db.unit() as tx:
+            stored = tx.cases.photo_by_id(photo.id)
+            if stored is None:  # deleted meanwhile
+                return False
+            tx.templates.replace_aged(stored, templates)
+        return True
+
+    def reembed(self, actor: Actor = SYSTEM) -> int:
+        """Template every stored photo that has none of the current model (after a model
+        change, e.g. turning TTA_FLIP on), from the stored photo and its face box; returns
+        how many photos were embedded."""
+        actor.require(Permission.ADMIN)
+        done = 0
+        with self.db.unit() as tx:
+            todo = tx.cases.photos_without_model(self.model_id)
+        for photo, case in todo:
+            try:
+                pixels, face = self._stored_face(photo)
+            except HomewardError as err:
+                logger.warning("photo %s not re-embedded: %s", photo.id, err)
+                continue
+            analysed = self.pipeline.analyse(pixels, face)
+            aged, _ = self._aged_templates(
+                pixels, face, case.sex, photo.age_at_photo, _expected_now(case)
+            )
+            original = NewTemplate(self.model_id, analysed.template, age=photo.age_at_photo)
+            with self.db.unit() as tx:
+                stored = tx.cases.photo_by_id(photo.id)
+                if stored is not None:
+                    tx.templates.add(stored, [original, *aged])
+                    done += 1
+        with self.db.unit() as tx:
+            tx.audit.record(actor, "templates.reembed", detail={"photos": done})
+        self.index.catch_up()
+        return done
+
+    def _stored_face(self, photo: Photo) -> tuple[Image, DetectedFace]:
+        """A stored photo's pixels and the face enrolled from it (found again by its box)."""
+        pixels = decode_stored(self.photos.read(photo.stored_name))
+        faces = self.pipeline.detect(pixels)
+        if not faces:
+            raise NoFaceFound("the enrolled face is no longer found in the stored photo")
+        x, y, w, h = json.loads(photo.face_box)
+        return pixels, choose_face(faces, FaceChoice(box=(x, y, w, h)))
+
+    # -- age progression of an upload (posters, reviewers) -----------------------------------
+
+    def age_upload(
+        self,
+        actor: Actor,
+        data: bytes,
+        age_at_photo: float,
+        ages: list[float],
+        sex: str | None = None,
+        face_index: int | None = None,
+    ) -> AgedUpload:
+        """An uploaded photo's face aged to each age; audited."""
+        actor.require(Permission.AGEING)
+        if not ages or len(ages) > MAX_AGES_AT_ONCE:
+            raise InvalidInput(f"give 1 to {MAX_AGES_AT_ONCE} target ages")
+        image = self.uploads.decode(data)
+        aged = self.aged.age_photo(image.pixels, age_at_photo, ages, sex, face_index)
+        with self.db.unit() as tx:
+            tx.audit.record(
+                actor,
+                "ageing",
+                input_sha256=image.upload_sha256,
+                detail={"from": age_at_photo, "to": ages},
+            )
+        return AgedUpload(image.pixels, age_at_photo, aged)
+
+
+def _expected_now(case: Case) -> float | None:
+    return expected_age(
+        case.birth_date, case.age_at_disappearance, case.missing_since, date.today()
+    )

@@ -1,0 +1,125 @@
+"""Search: a photo's faces against the gallery, ranked per case, for people to review.
+
+The one place for the candidate count's default and cap, the score floor and the filters.
+``Matcher`` searches without auditing and is private to the application layer; the edges
+reach it only through ``SearchService.match`` (audited) and the sightings use case
+(audited as the sighting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from service.errors import InvalidInput, NoFaceFound
+from service.faces.intake import DecodedImage
+from service.faces.pipeline import AnalysedFace, FacePipeline
+from service.matching.actors import Actor, Permission
+from service.matching.uploads import Uploads
+from service.matching.views import FaceMatch, MatchResult, RankedCase
+from service.registry.db import Database
+from service.search.keeper import IndexKeeper
+from service.search.port import SearchFilter
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class MatchQuery:
+    top_k: int | None = None  # candidates per face; None: the server's default
+    sex: str | None = None
+    min_age: float | None = None  # the case's expected age today
+    max_age: float | None = None
+    min_score: float | None = None  # only raises the server's floor
+
+
+class Matcher:
+    def __init__(
+        self, settings: Settings, db: Database, pipeline: FacePipeline, index: IndexKeeper
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.pipeline = pipeline
+        self.index = index
+
+    def top_k(self, requested: int | None) -> int:
+        return min(requested or self.settings.default_candidates, self.settings.max_candidates)
+
+    def floor(self, min_score: float | None) -> float:
+        return max(self.settings.score_floor, min_score if min_score is not None else -1.0)
+
+    def search(
+        self, image: DecodedImage, query: MatchQuery, scope: str | None = None
+    ) -> MatchResult:
+        """Candidates for every face of the photo (NoFaceFound when it has none)."""
+        if query.min_age is not None and query.max_age is not None:
+            if query.min_age > query.max_age:
+                raise InvalidInput("min_age is greater than max_age")
+        faces = self.pipeline.analyse_all(image.pixels)
+        if not faces:
+            raise NoFaceFound("no face was found in the photo")
+        self.index.catch_up(wait=False)
+        where = SearchFilter(scope, query.sex, query.min_age, query.max_age, date.today())
+        top_k, floor = self.top_k(query.top_k), self.floor(query.min_score)
+        return MatchResult(
+            faces=[FaceMatch(f, self._ranked(f, top_k, where, floor)) for f in faces],
+            model_id=self.pipeline.model_id,
+            index_generation=self.index.generation,
+            score_floor=floor,
+        )
+
+    def _ranked(
+        self, face: AnalysedFace, top_k: int, where: SearchFilter, floor: float
+    ) -> list[RankedCase]:
+        """The top_k best cases (each at its best-scoring template) scoring at least the
+        floor, highest first. Several templates of one case can fill the raw top list, so
+        the search widens as needed."""
+        fetch = top_k * 4
+        while True:
+            scores, ids = self.index.search(face.template, fetch, where if where.active else None)
+            hits = [(int(i), float(s)) for s, i in zip(scores, ids, strict=True) if i >= 0]
+            best = self._best_per_case([(i, s) for i, s in hits if s >= floor])
+            exhausted = len(hits) < fetch or fetch >= self.index.size
+            if len(best) >= top_k or exhausted or (hits and hits[-1][1] < floor):
+                return best[:top_k]
+            fetch *= 4
+
+    def _best_per_case(self, hits: list[tuple[int, float]]) -> list[RankedCase]:
+        with self.db.unit() as tx:
+            owners = tx.templates.owners([i for i, _ in hits])
+        best: dict[str, RankedCase] = {}
+        for template_id, score in hits:  # already sorted by score
+            owner = owners.get(template_id)
+            if owner is not None and owner.case_id not in best:
+                best[owner.case_id] = RankedCase(
+                    rank=len(best) + 1,
+                    case_id=owner.case_id,
+                    org_id=owner.org_id,
+                    external_ref=owner.external_ref,
+                    score=round(score, 4),
+                    photo_id=owner.photo_id,
+                    template_kind=owner.kind,
+                )
+        return list(best.values())
+
+
+class SearchService:
+    def __init__(self, matcher: Matcher, uploads: Uploads, db: Database) -> None:
+        self.matcher = matcher
+        self.uploads = uploads
+        self.db = db
+
+    def match(self, actor: Actor, data: bytes, query: MatchQuery) -> MatchResult:
+        """Candidates among the cases the actor may search, for every face. Audited (the
+        upload's hash and the candidate cases) before it is returned, so an unwritable
+        audit log fails the search."""
+        actor.require(Permission.MATCH)
+        image = self.uploads.decode(data)
+        result = self.matcher.search(image, query, actor.scope)
+        with self.db.unit() as tx:
+            tx.audit.record(
+                actor,
+                "match",
+                input_sha256=image.upload_sha256,
+                results=result.case_ids,
+                detail={"faces": len(result.faces), "top_k": self.matcher.top_k(query.top_k)},
+            )
+        return result

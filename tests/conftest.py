@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,12 @@ def stored_key_hash(client: TestClient, key_id: str) -> str:
         row = tx.keys.by_key_id(key_id)
         assert row is not None
         return row.secret_hash
+
+
+def years_ago(years: int, today: date | None = None) -> date:
+    """The same day ``years`` years earlier; 29 February becomes the 28th in a common year."""
+    today = today or date.today()
+    try:
+        return today.replace(year=today.year - years)
+    except ValueError:
+        return today.replace(year=today.year - years, day=28)

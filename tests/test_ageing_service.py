@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from service.ageing.templates import target_ages
 from service.evaluation.folds import use_growth_model
 from service.settings import Settings
-from tests.conftest import container_of
+from tests.conftest import container_of, years_ago
 from tests.faces_of_t1 import blank_photo
 from tests.images import astronaut_bgr, encode, t1_bgr
 from tests.test_access import make_world
@@ -28,7 +28,7 @@ JPEG = "image/jpeg"
 
 def born_years_ago(years: float) -> str:
     today = date.today()
-    return str(today.replace(year=today.year - int(years)))
+    return str(years_ago(int(years), today))
 
 
 def case_with_aged_photo(client: TestClient) -> str:

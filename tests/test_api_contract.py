@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.matching.actors import SYSTEM
 from service.settings import Settings
-from tests.conftest import container_of, stored_key_hash
+from tests.conftest import container_of, stored_key_hash, years_ago
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
 
@@ -198,12 +198,12 @@ def test_bad_photo_form_fields_are_422(client: TestClient) -> None:
 
 def test_sex_and_age_filters(client: TestClient) -> None:
     today = date.today()
-    girl = new_case(client, sex="female", birth_date=str(today.replace(year=today.year - 8)))
+    girl = new_case(client, sex="female", birth_date=str(years_ago(8, today)))
     boy = new_case(
         client,
         sex="male",
         age_at_disappearance=5,
-        missing_since=str(today.replace(year=today.year - 10)),
+        missing_since=str(years_ago(10, today)),
     )
     unknown_age = new_case(client, sex="female")
     for case_id, face in ((girl, 0), (boy, 1), (unknown_age, 2)):

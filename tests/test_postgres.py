@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from service.settings import Settings
 from tests.faces_of_t1 import altered_probe, face_crop
@@ -24,8 +25,15 @@ def postgres_url() -> Iterator[str]:
     """A fresh database for one test, dropped afterwards."""
     name = f"homeward_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as err:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {SERVER} ({err.orig}); start the local server "
+            "or point HOMEWARD_TEST_POSTGRES at one (these tests are marked `postgres`)",
+            pytrace=False,
+        )
     try:
         yield f"{SERVER}/{name}"
     finally:

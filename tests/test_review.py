@@ -59,7 +59,7 @@ def test_sighting_review_and_webhook(
         sighting = sent.json()["id"]
 
         queue = rev_a.get("/v1/review/queue").json()
-        assert [q["case_id"] for q in queue] == [case_a]
+        assert [(q["case_id"], q["external_ref"]) for q in queue] == [(case_a, "A-4")]
         candidate = queue[0]["candidate_id"]
         assert rev_b.get("/v1/review/queue").json() == []  # routed to A only
         assert rev_b.get(f"/v1/review/{candidate}").status_code == 404

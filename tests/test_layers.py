@@ -21,6 +21,7 @@ from service.worker import Worker
 from tests.conftest import REPO, container_of, years_ago
 from tests.test_access import make_world
 from tests.test_postgres import postgres_url  # noqa: F401  (a fixture)
+from tests.test_review import wait_for
 from tests.webhook_receiver import webhook_receiver
 
 SERVICE = REPO / "service"
@@ -145,15 +146,6 @@ def queue_events(built: Container, org_id: str, count: int) -> None:
     for n in range(count):
         with built.db.unit() as tx:
             tx.outbox.enqueue(org_id, "test.event", {"n": n})
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float = 15) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_the_api_runs_no_loops_without_the_worker(

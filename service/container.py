@@ -115,7 +115,7 @@ class Container:
         return Uploads(self.settings)
 
     @cached_property
-    def matcher(self) -> Matcher:
+    def _matcher(self) -> Matcher:
         return Matcher(self.settings, self.db, self.pipeline, self.index)
 
     # -- use cases -------------------------------------------------------------------------------
@@ -143,11 +143,11 @@ class Container:
 
     @cached_property
     def search(self) -> SearchService:
-        return SearchService(self.matcher, self.uploads, self.db)
+        return SearchService(self._matcher, self.uploads, self.db)
 
     @cached_property
     def sightings(self) -> SightingService:
-        return SightingService(self.db, self.uploads, self.photos, self.matcher)
+        return SightingService(self.db, self.uploads, self.photos, self._matcher)
 
     @cached_property
     def review(self) -> ReviewService:

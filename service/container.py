@@ -18,6 +18,7 @@ from service.faces.pipeline import FacePipeline
 from service.matching.access import AccessService
 from service.matching.admin import AdminService
 from service.matching.cases import CaseService
+from service.matching.egress import EgressPolicy
 from service.matching.enrollment import EnrollmentService
 from service.matching.index_source import RegistryTemplates
 from service.matching.maintenance import MaintenanceService
@@ -30,7 +31,7 @@ from service.registry.db import Database
 from service.registry.photostore import PhotoStore
 from service.search.keeper import IndexKeeper
 from service.search.transform import resolve_transform
-from service.security import Sealer, Secrets, resolve_secrets
+from service.security import Sealer, Secrets, private_dir, private_file, resolve_secrets
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,12 @@ class Container:
 
     @cached_property
     def db(self) -> Database:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.data_dir)
+        if self.settings.is_embedded and self.settings.database_url is None:
+            for suffix in ("", "-wal", "-shm"):  # SQLite gives its -wal and -shm these modes
+                path = self.settings.sqlite_path.with_name(self.settings.sqlite_path.name + suffix)
+                if suffix == "" or path.exists():
+                    private_file(path)
         return Database.open(self.settings.resolved_database_url)
 
     @cached_property
@@ -122,7 +128,8 @@ class Container:
 
     @cached_property
     def access(self) -> AccessService:
-        return AccessService(self.db, self.secrets.api_key_hmac, self.sealer)
+        egress = EgressPolicy(self.settings.webhook_allowed_targets)
+        return AccessService(self.db, self.secrets.api_key_hmac, self.sealer, egress)
 
     @cached_property
     def cases(self) -> CaseService:

@@ -9,7 +9,9 @@ import json
 import logging
 import os
 import secrets
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -101,3 +103,32 @@ class Sealer:
 
 def api_key_digest(hmac_key: bytes, key: str) -> str:
     return hmac.new(hmac_key, key.encode(), hashlib.sha256).hexdigest()
+
+
+# -- the data dir is the service's alone -----------------------------------------------------
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` (made with its parents if missing) readable by the service's user only; a
+    looser one is tightened, and that is logged."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _tighten(path, PRIVATE_DIR)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path`` created empty if missing, readable by the service's user only."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+    _tighten(path, PRIVATE_FILE)
+    return path
+
+
+def _tighten(path: Path, mode: int) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & 0o077:
+        logger.warning("%s was open to other users (mode %o); set to %o", path, current, mode)
+        path.chmod(mode)

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_backoff_seconds: float = Field(default=2.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_allowed_targets: list[str] = Field(
+        default=[],
+        description="hosts or networks (CIDR) webhooks may reach although they are loopback, "
+        "private or link-local; by default webhooks go to public addresses only",
+    )
 
     @field_validator("max_candidates")
     @classmethod
@@ -93,8 +98,12 @@ class Settings(BaseSettings):
         return min(value, 50)
 
     @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "homeward.db"
+
+    @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'homeward.db'}"
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
 
     @property
     def is_embedded(self) -> bool:

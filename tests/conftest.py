@@ -42,6 +42,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "secrets_file": tmp_path / "secrets.json",
             # the tests make many requests per key; test_access checks the limits themselves
             "rate_limits": dict.fromkeys(("volunteer", "reviewer", "registry", "admin"), 100_000),
+            # the tests' webhook receivers listen on loopback (test_hardening checks refusals)
+            "webhook_allowed_targets": ["127.0.0.1"],
         }
         values.update(overrides)
         return Settings(**values)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors
+from service.api import docs, errors, forms
 from service.api.deps import AppState
+from service.api.middleware import BodyLimit, SecurityHeaders
 from service.api.ratelimit import RateLimiter
 from service.api.routes import admin, ageing, cases, match, sightings, system
 from service.container import Container
@@ -54,6 +55,8 @@ def create_app(
             light.shutdown(wait=True)
 
     app = FastAPI(
+        docs_url=None,  # served by service.api.docs from the service's own files
+        redoc_url=None,
         title="Homeward",
         version=__version__,
         lifespan=lifespan,
@@ -61,7 +64,10 @@ def create_app(
         "candidates for people to review; the service never declares a match.",
     )
     errors.install(app)
-    app.middleware("http")(_limit_body(settings.max_upload_bytes + FORM_OVERHEAD_BYTES))
+    forms.refuse_undecodable_fields()
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(SecurityHeaders)
+    docs.install(app)
     routers = (
         cases.router,
         ageing.router,
@@ -79,22 +85,3 @@ def create_app(
 def _start(built: Container) -> None:
     built.ensure_admin_key()
     built.load_all()
-
-
-def _limit_body(
-    limit: int,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def middleware(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return errors.error_body("bad Content-Length", "bad_request", 400)
-            if int(length) > limit:
-                upload = request.headers.get("content-type", "").startswith("multipart/")
-                reason = "image_too_large" if upload else "request_too_large"
-                return errors.error_body(f"request body over {limit} bytes", reason, 413)
-        return await call_next(request)
-
-    return middleware

@@ -149,8 +149,8 @@ class InfoOut(BaseModel):
     dimension: int
     index_backend: str
     index_type: str
-    index_size: int
-    index_generation: int
+    index_size: int | None = Field(description="administrators only")
+    index_generation: int | None = Field(description="administrators only")
     index_opened: str
     template_transform: str = Field(description="version of the index's template transform")
     photos_readable: bool

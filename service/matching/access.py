@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from service.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from service.matching.actors import ROLES, SYSTEM, Actor, Permission
+from service.matching.egress import EgressPolicy
 from service.matching.views import DeliveryView, KeyView, OrgView, copy_of
 from service.registry.db import Database
 from service.registry.models import ApiKey, Organisation
@@ -30,10 +31,11 @@ ADMIN_ORG = "Homeward administrators"
 
 
 class AccessService:
-    def __init__(self, db: Database, hmac_key: bytes, sealer: Sealer) -> None:
+    def __init__(self, db: Database, hmac_key: bytes, sealer: Sealer, egress: EgressPolicy) -> None:
         self.db = db
         self._hmac_key = hmac_key
         self._sealer = sealer
+        self.egress = egress
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -126,7 +128,12 @@ class AccessService:
         An expiry without a time zone is taken as UTC."""
         actor.require(Permission.ADMIN)
         with self.db.unit() as tx:
-            tx.keys.org(org_id)
+            org = tx.keys.org(org_id)
+            if "admin" in roles and org.name != ADMIN_ORG:
+                raise InvalidInput(
+                    f"the admin role reaches every organisation's records, so only keys of "
+                    f"{ADMIN_ORG!r} may hold it"
+                )
             row, key = self._new_key(name, org_id, roles, expires_at)
             tx.keys.add(row)
             detail = {"org": row.org_id, "roles": row.roles}
@@ -186,6 +193,8 @@ class AccessService:
         """Register (or clear, with None) the actor's organisation's webhook for confirmed
         candidates; returns the new signing secret, shown once."""
         actor.require(Permission.WEBHOOK)
+        if url:
+            self.egress.check(url)
         secret = "whsec_" + secrets.token_urlsafe(32) if url else None
         org_id = actor.org_id or ""
         with self.db.unit() as tx:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,7 +11,7 @@ from service.errors import Conflict, InvalidInput
 from service.matching.actors import Actor, Permission
 from service.matching.ages import check_case_dates
 from service.matching.views import CasePage, CaseView
-from service.registry.db import Database
+from service.registry.db import Database, UnitOfWork
 from service.registry.photostore import PhotoStore
 from service.search.keeper import IndexKeeper
 
@@ -24,7 +24,7 @@ FILTERED_ON = ("sex", "birth_date", "age_at_disappearance", "missing_since")
 class CaseFields(BaseModel):
     """A case's fields as clients send them (the API's bodies, the CLI's CSV rows)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     external_ref: str | None = Field(None, min_length=1, max_length=128)
     sex: Sex | None = None
@@ -61,8 +61,9 @@ class CaseService:
         fields = new.model_dump()
         check_case_dates(new.birth_date, new.missing_since)
         with self.db.unit() as tx:
-            _check_ref_free(tx.cases.ref_taken, new.external_ref)
-            case = tx.cases.add(actor.org_id or "", fields)
+            org_id = actor.org_id or ""
+            _check_ref_free(tx, org_id, new.external_ref)
+            case = tx.cases.add(org_id, fields)
             tx.audit.record(actor, "case.create", target=case.id)
             return CaseView.of(case)
 
@@ -94,8 +95,7 @@ class CaseService:
             case = tx.cases.get(case_id, actor.scope)
             merged = {k: fields.get(k, getattr(case, k)) for k in ("birth_date", "missing_since")}
             check_case_dates(merged["birth_date"], merged["missing_since"])
-            if fields.get("external_ref"):
-                _check_ref_free(lambda r: tx.cases.ref_taken(r, case_id), fields["external_ref"])
+            _check_ref_free(tx, case.org_id, fields.get("external_ref"), case_id)
             tx.cases.update(case, fields)
             if any(k in fields for k in FILTERED_ON):
                 tx.templates.case_changed(case_id)  # the index filters on these
@@ -136,6 +136,8 @@ class CaseService:
         self.index.catch_up()
 
 
-def _check_ref_free(taken: Any, external_ref: str | None) -> None:
-    if external_ref and taken(external_ref):
-        raise Conflict(f"a case with external_ref {external_ref!r} exists")
+def _check_ref_free(
+    tx: UnitOfWork, org_id: str, external_ref: str | None, case_id: str | None = None
+) -> None:
+    if external_ref and tx.cases.ref_taken(org_id, external_ref, case_id):
+        raise Conflict(f"your organisation has a case with external_ref {external_ref!r}")

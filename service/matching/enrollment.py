@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -241,6 +242,8 @@ class EnrollmentService:
         actor.require(Permission.AGEING)
         if not ages or len(ages) > MAX_AGES_AT_ONCE:
             raise InvalidInput(f"give 1 to {MAX_AGES_AT_ONCE} target ages")
+        if not all(math.isfinite(a) for a in [age_at_photo, *ages]):
+            raise InvalidInput("ages must be finite numbers of years")
         image = self.uploads.decode(data)
         aged = self.aged.age_photo(image.pixels, age_at_photo, ages, sex, face_index)
         with self.db.unit() as tx:

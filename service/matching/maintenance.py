@@ -87,17 +87,19 @@ class MaintenanceService:
         return self.index_stats(actor)
 
     def info(self, actor: Actor) -> ServiceInfo:
-        """The model, the index and the limits, for any key."""
+        """The model and the limits, for any key; the gallery's size and generation only for
+        administrators (how many faces the gallery holds is not every key's business)."""
         actor.require(Permission.INFO)
         s = self.settings
+        admin = actor.is_admin
         return ServiceInfo(
             model_backend=self.model_backend,
             model_id=self.index.model_id,
             dimension=self.index.dimension,
             index_backend="faiss",
             index_type=s.index_type,
-            index_size=self.index.size,
-            index_generation=self.index.generation,
+            index_size=self.index.size if admin else None,
+            index_generation=self.index.generation if admin else None,
             index_opened=self.index.last_open,
             template_transform=self.index.transform.version,
             photos_readable=self.photos_readable,

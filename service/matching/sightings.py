@@ -44,9 +44,11 @@ class SightingService:
         report = _checked(report)
         image = self.uploads.decode(data)
         try:
-            result: MatchResult | None = self.matcher.search(image, MatchQuery())
-        except NoFaceFound:
-            result = None
+            result = self.matcher.search(image, MatchQuery())
+        except NoFaceFound as err:  # nothing of a photo without a face is kept
+            raise NoFaceFound(
+                "no face was found in the photo; nothing was kept (try a closer, sharper photo)"
+            ) from err
         sighting = Sighting(
             id=new_id(),
             submitted_by=actor.key_id,
@@ -55,7 +57,7 @@ class SightingService:
             **asdict(report),
         )
         sighting.stored_name = f"sighting-{sighting.id}.jpg"
-        candidates = [] if result is None else _candidates(sighting.id, result)
+        candidates = _candidates(sighting.id, result)
         sighting.status = "received" if candidates else "closed"
         self.photos.put(sighting.stored_name, image.clean_jpeg)
         try:
@@ -67,7 +69,7 @@ class SightingService:
                     target=sighting.id,
                     input_sha256=image.upload_sha256,
                     results=[c.case_id for c in candidates],
-                    detail={"faces": 0 if result is None else len(result.faces)},
+                    detail={"faces": len(result.faces)},
                 )
                 return copy_of(SightingView, sighting)
         except BaseException:

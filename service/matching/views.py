@@ -269,8 +269,8 @@ class ServiceInfo:
     dimension: int
     index_backend: str
     index_type: str
-    index_size: int
-    index_generation: int
+    index_size: int | None  # administrators only
+    index_generation: int | None
     index_opened: str
     template_transform: str
     photos_readable: bool

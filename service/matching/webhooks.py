@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+from service.errors import InvalidInput
 from service.matching.access import AccessService
 from service.registry.db import Database
 from service.registry.models import Organisation, WebhookDelivery
@@ -82,6 +83,10 @@ class WebhookSender:
         secret = self.access.webhook_secret(org) if org is not None else None
         if org is None or not org.webhook_url or secret is None:
             return None, "the organisation has no webhook registered"
+        try:
+            self.access.egress.check(org.webhook_url)  # again: DNS may have changed
+        except InvalidInput:
+            return None, "the webhook's address is not allowed"
         body = delivery.payload.encode()
         timestamp = str(int(time.time()))
         request = urllib.request.Request(
@@ -97,11 +102,18 @@ class WebhookSender:
             },
         )
         try:
-            with urllib.request.urlopen(
-                request, timeout=self.settings.webhook_timeout_seconds
-            ) as r:
+            with _OPENER.open(request, timeout=self.settings.webhook_timeout_seconds) as r:
                 return int(r.status), None
-        except urllib.error.HTTPError as err:
+        except urllib.error.HTTPError as err:  # redirects included: they are not followed
             return err.code, f"HTTP {err.code}"
-        except (urllib.error.URLError, OSError) as err:
-            return None, str(err)[:500]
+        except (urllib.error.URLError, OSError):
+            # The log says only that it failed: its details would map the network behind.
+            return None, "the webhook could not be reached"
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)

@@ -54,8 +54,10 @@ class CaseRepository:
             select(Case).where(Case.org_id == org_id, Case.external_ref == external_ref)
         )
 
-    def ref_taken(self, external_ref: str, except_case: str | None = None) -> bool:
-        query = select(Case.id).where(Case.external_ref == external_ref)
+    def ref_taken(self, org_id: str, external_ref: str, except_case: str | None = None) -> bool:
+        """Whether the organisation has a case with this external ref (refs are unique per
+        organisation: another's are never looked at, so none can be probed)."""
+        query = select(Case.id).where(Case.org_id == org_id, Case.external_ref == external_ref)
         if except_case:
             query = query.where(Case.id != except_case)
         return self.s.scalar(query.limit(1)) is not None

@@ -47,10 +47,11 @@ class Base(DeclarativeBase):
 
 class Case(Base):
     __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("org_id", "external_ref", name="uq_cases_org_ref"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
-    external_ref: Mapped[str | None] = mapped_column(String(128), unique=True)
+    external_ref: Mapped[str | None] = mapped_column(String(128))  # unique per organisation
     display_name: Mapped[str] = mapped_column(String(200))
     sex: Mapped[str] = mapped_column(String(8), default="unknown")
     birth_date: Mapped[date | None] = mapped_column(Date)

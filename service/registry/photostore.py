@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from service.errors import PhotoKeyMismatch
-from service.security import Sealer
+from service.security import PRIVATE_DIR, PRIVATE_FILE, Sealer, private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class PhotoStore:
         self.root = root
         self.sealer = sealer
         self.key_matches = key_matches
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
 
     def path(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
@@ -32,9 +32,11 @@ class PhotoStore:
                 "stored photos were sealed with; restore the right key"
             )
         target = self.path(name)
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         tmp = target.with_name(f".{name}.tmp")
-        with tmp.open("wb") as handle:
+        with os.fdopen(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb"
+        ) as handle:
             handle.write(self.sealer.seal(data, name))
             handle.flush()
             os.fsync(handle.fileno())
@@ -54,10 +56,13 @@ class PhotoStore:
 
     def sweep(self, keep: set[str]) -> int:
         """Delete files the registry no longer references (left by a crash between the
-        database commit and the file removal); returns how many."""
+        database commit and the file removal, or half-written by one); returns how many."""
         orphans = self.names() - keep
         for name in orphans:
             self.delete(name)
-        if orphans:
-            logger.warning("removed %d orphaned photo file(s)", len(orphans))
-        return len(orphans)
+        partial = [p for p in self.root.glob("*/.*.tmp") if p.is_file()]
+        for path in partial:
+            path.unlink(missing_ok=True)
+        if orphans or partial:
+            logger.warning("removed %d orphaned photo file(s)", len(orphans) + len(partial))
+        return len(orphans) + len(partial)

@@ -112,7 +112,7 @@ class FaissIndex:
 
     def save(self, folder: Path) -> SnapshotMeta:
         """Serialise under the read lock (searches go on), then write outside it."""
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data dir's, private
         with self._lock.reading():
             watermark = self.watermark  # read first: never claim a change the blob lacks
             count = len(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Default locations are the source checkout's (where `make run` put the models), not the
@@ -34,6 +34,20 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=40_000_000, ge=64 * 64)
+    detect_max_side: int = Field(
+        default=1280,
+        ge=320,
+        le=8192,
+        description="faces are found on a copy of the photo at most this long a side "
+        "(larger photos are scaled down for detection only; chips and the quality check "
+        "use full resolution): bounds the detectors' time and memory",
+    )
+    fallback_max_pixels: int = Field(
+        default=2560 * 1920,
+        ge=80 * 80,
+        description="pixels dlib's HOG fallback detector scans at most, upsampling "
+        "included (a 1280x960 photo upsampled once): bounds its time",
+    )
     max_faces_per_image: int = Field(default=10, ge=1, le=100)
     default_candidates: int = Field(default=20, ge=1, le=50)
     max_candidates: int = Field(default=50, ge=1, le=50)
@@ -68,6 +82,13 @@ class Settings(BaseSettings):
 
     admin_key: SecretStr | None = None
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_access: Literal["local", "token", "open", "off"] = Field(
+        default="local",
+        description="who may read /metrics: loopback clients only, a bearer token "
+        "(HOMEWARD_METRICS_TOKEN), anyone, or nobody",
+    )
+    metrics_token: SecretStr | None = None
 
     # Secrets: the HMAC key for API-key hashes and the AES-256-GCM key for stored photos
     # (base64, 32 bytes each). Unset, they are read from ``secrets_file`` (created on first
@@ -91,6 +112,12 @@ class Settings(BaseSettings):
         description="hosts or networks (CIDR) webhooks may reach although they are loopback, "
         "private or link-local; by default webhooks go to public addresses only",
     )
+
+    @model_validator(mode="after")
+    def _token_for_token_access(self) -> Settings:
+        if self.metrics_access == "token" and not self.metrics_token:
+            raise ValueError("HOMEWARD_METRICS_ACCESS=token needs HOMEWARD_METRICS_TOKEN")
+        return self
 
     @field_validator("max_candidates")
     @classmethod

@@ -12,7 +12,7 @@ import numpy as np
 
 from service.ageing.shapes import N_POINTS, Points
 from service.faces.base import Image
-from service.faces.dlib_backend import shared_models
+from service.faces.dlib_backend import region_around, shared_models
 
 Box = tuple[int, int, int, int]  # x, y, width, height in image pixels
 
@@ -49,13 +49,16 @@ class LandmarkDetector:
         return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
 
     def landmarks(self, image: Image, box: Box) -> Points:
-        """The 68 landmarks (x, y) of the face in ``box``."""
+        """The 68 landmarks (x, y) of the face in ``box``, placed on the full-resolution
+        pixels around the box (only that part of the photo is converted for dlib)."""
         x, y, w, h = (round(v) for v in box)
-        rgb = np.ascontiguousarray(image[:, :, ::-1])
+        region, left, top = region_around(image, (x, y, w, h))
+        rgb = np.asarray(cv2.cvtColor(region, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+        x, y = x - left, y - top
         models = shared_models()
         with models.lock:
             shape = models.sixty_eight(rgb, models.dlib.rectangle(x, y, x + w - 1, y + h - 1))
-            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            points = np.array([(p.x + left, p.y + top) for p in shape.parts()], dtype=np.float64)
         if points.shape != (N_POINTS, 2):
             raise RuntimeError(f"the shape predictor gave {points.shape}, expected 68 points")
         return points

@@ -1,6 +1,7 @@
 """Age progression of a photo: find the face, move its landmarks with the growth model,
-warp the photo to match. Output images have the input's size; only the face and its
-surroundings inside a ring of fixed points change."""
+warp the photo to match. Output images have the input's size, up to ``max_side`` pixels
+on the longer side (a larger photo is aged on a copy scaled down to that); only the face
+and its surroundings inside a ring of fixed points change."""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ from service.ageing.landmarks import Box, LandmarkDetector
 from service.ageing.shapes import Points
 from service.ageing.warp import WarpOptions, warp_image
 from service.errors import FaceRejected, InvalidInput, NoFaceFound
-from service.faces.base import Image
+from service.faces.base import Image, downscaled
 
 logger = logging.getLogger(__name__)
 
 MAX_AGE_AT_PHOTO = 20.0
 MAX_TARGET_AGE = 25.0
+# Photos are aged at most this many pixels on the longer side. The warp's time and memory
+# grow with the face's pixels and every aged photo is a whole copy, so without a bound a
+# 40 MP close-up took seconds per target age and a gigabyte; a larger photo is aged on a
+# copy scaled down to this size.
+AGEING_MAX_SIDE = 1280
 
 
 @dataclass(frozen=True)
@@ -36,21 +42,29 @@ class Progression:
     box: Box
     landmarks: Points  # the source face's landmarks
     aged: list[AgedFace]
+    scale: float = 1.0  # aged photos' size over the input's: below 1 for a photo over max_side
 
 
 class AgeProgressor:
     """Ages the face in a photo. Holds the growth model and the (lazily loaded) dlib
-    models; safe to share between threads."""
+    models; safe to share between threads. Photos larger than ``max_side`` pixels on the
+    longer side are aged on a copy scaled down to it (boxes and landmarks are then in the
+    copy's pixels, and ``Progression.scale`` says by how much)."""
 
     def __init__(
         self,
         model: GrowthModel | None = None,
         detector: LandmarkDetector | None = None,
         warp: WarpOptions | None = None,
+        *,
+        max_side: int = AGEING_MAX_SIDE,
     ) -> None:
+        if max_side < 64:
+            raise ValueError("max_side must be at least 64")
         self.model = model or load_growth_model()
         self.detector = detector or LandmarkDetector()
         self.warp = warp or WarpOptions()
+        self.max_side = max_side
 
     def progress(
         self,
@@ -62,16 +76,20 @@ class AgeProgressor:
         face_index: int | None = None,
         face_box: Box | None = None,
     ) -> Progression:
-        """The face (``face_box``, else the detected face ``face_index`` in size order, else
-        the only face) aged to each target age."""
+        """The face (``face_box`` in ``image``'s pixels, else the detected face
+        ``face_index`` in size order, else the only face) aged to each target age."""
         check_request(image, age_at_photo, target_ages, sex)
         if face_box is not None and (face_box[2] <= 0 or face_box[3] <= 0):
             raise InvalidInput(f"face_box needs a positive width and height, got {face_box}")
+        image, sx, sy = downscaled(image, self.max_side)
+        if face_box is not None and (sx, sy) != (1.0, 1.0):
+            x, y, w, h = face_box
+            face_box = round(x / sx), round(y / sy), max(1, round(w / sx)), max(1, round(h / sy))
         box = face_box or self.choose_face(image, face_index)
         points = self.detector.landmarks(image, box)
         aged = [self._aged(image, points, age_at_photo, age, sex) for age in target_ages]
         logger.info("aged a face from %s to %s years", age_at_photo, list(target_ages))
-        return Progression(box=box, landmarks=points, aged=aged)
+        return Progression(box=box, landmarks=points, aged=aged, scale=1.0 / sx)
 
     def choose_face(self, image: Image, face_index: int | None) -> Box:
         boxes = self.detector.detect(image)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from service.ageing.growth import Sex
 from service.ageing.progression import (
     MAX_AGE_AT_PHOTO,
@@ -15,7 +17,8 @@ from service.ageing.progression import (
     face_to_age,
 )
 from service.errors import HomewardError, NoFaceFound
-from service.faces.base import DetectedFace, Image
+from service.faces.base import DetectedFace, Image, downscaled
+from service.faces.dlib_backend import region_around
 from service.faces.pipeline import FaceChoice, FacePipeline, choose_face, iou
 from service.registry.templates import NewTemplate
 
@@ -55,15 +58,20 @@ class AgedTemplates:
         sex: str | None,
     ) -> tuple[list[NewTemplate], list[str]]:
         """Templates of the face aged to each age, and warnings for ages that failed
-        (the original template is enrolled regardless)."""
+        (the original template is enrolled regardless).
+
+        A photo larger than the progressor's ``max_side`` is aged in a crop around the face
+        (scaled down if still larger): the templates need only the face, and a small face
+        in a large photo keeps its pixels."""
         if not ages:
             return [], []
+        region, face = _around_face(image, face, self.progressor.max_side)
         try:
-            progression = self.age_face(image, face, age_at_photo, ages, sex)
+            aged_faces, face = self._aged(region, face, age_at_photo, ages, sex)
         except HomewardError as err:
             return [], [f"no aged templates: {err}"]
         templates, warnings = [], []
-        for aged in progression:
+        for aged in aged_faces:
             faces = self.pipeline.detect(aged.image)
             try:
                 chosen = self.pipeline.analyse(aged.image, _same_face(faces, face))
@@ -103,10 +111,27 @@ class AgedTemplates:
         ages: list[float],
         sex: str | None,
     ) -> list[AgedFace]:
-        box = self._landmark_box(image, face)
-        return self.progressor.progress(
-            image, age_at_photo, ages, sex=known_sex(sex), face_box=box
-        ).aged
+        """The face aged to each age: photos at most the progressor's ``max_side`` pixels
+        on the longer side (a larger photo is aged scaled down)."""
+        return self._aged(image, face, age_at_photo, ages, sex)[0]
+
+    def _aged(
+        self,
+        image: Image,
+        face: DetectedFace,
+        age_at_photo: float,
+        ages: list[float],
+        sex: str | None,
+    ) -> tuple[list[AgedFace], DetectedFace]:
+        """The aged faces, made on a copy at most ``max_side`` a side, and the face in that
+        copy's pixels (the aged photos' too)."""
+        small, sx, sy = downscaled(image, self.progressor.max_side)
+        face = face.scaled(1 / sx, 1 / sy)
+        box = self._landmark_box(small, face)
+        progression = self.progressor.progress(
+            small, age_at_photo, ages, sex=known_sex(sex), face_box=box
+        )
+        return progression.aged, face
 
     def _landmark_box(self, image: Image, face: DetectedFace) -> tuple[int, int, int, int]:
         """dlib's own box for this face when its detector finds it (the landmark model was
@@ -117,6 +142,22 @@ class AgedTemplates:
             return best
         x, y, w, h = face.box
         return round(x), round(y), round(w), round(h)
+
+
+def _around_face(image: Image, face: DetectedFace, max_side: int) -> tuple[Image, DetectedFace]:
+    """A photo over ``max_side`` cut to the face and one face size around it (room for
+    the warp's ring and for finding the aged face again), and the face in the cut's
+    pixels; a smaller photo as it is."""
+    if max(image.shape[:2]) <= max_side:
+        return image, face
+    region, left, top = region_around(image, face.box)
+    x, y, w, h = face.box
+    moved = DetectedFace(
+        box=(x - left, y - top, w, h),
+        landmarks=(face.landmarks - np.array([left, top], np.float32)).astype(np.float32),
+        score=face.score,
+    )
+    return region, moved
 
 
 def _same_face(faces: list[DetectedFace], original: DetectedFace) -> DetectedFace:

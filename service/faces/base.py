@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -38,6 +39,42 @@ class DetectedFace:
     @property
     def area(self) -> float:
         return self.box[2] * self.box[3]
+
+    def scaled(self, sx: float, sy: float) -> DetectedFace:
+        """The same face in an image resized by (sx, sy): e.g. found on a downscaled copy,
+        mapped back to the full image."""
+        x, y, w, h = self.box
+        factors = np.array([sx, sy], dtype=np.float32)
+        return DetectedFace(
+            box=(x * sx, y * sy, w * sx, h * sy),
+            landmarks=(np.asarray(self.landmarks, np.float32) * factors).astype(np.float32),
+            score=self.score,
+        )
+
+
+def downscaled(image: Image, max_side: int) -> tuple[Image, float, float]:
+    """The image scaled down (area interpolation) so that its longer side is at most
+    ``max_side``, and the (x, y) factors from it back to ``image``; ``image`` itself and
+    (1, 1) when it already fits."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return image, 1.0, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    step = int(1 / scale)
+    if step >= 2:  # twice as fast: whole blocks averaged first (the last < step rows and
+        # columns left out), then the rest of the way; within 1 grey level of one resize
+        height, width = height // step * step, width // step * step
+        image = np.asarray(
+            cv2.resize(
+                image[:height, :width],
+                (width // step, height // step),
+                interpolation=cv2.INTER_AREA,
+            ),
+            dtype=np.uint8,
+        )
+    small = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return small, width / size[0], height / size[1]
 
 
 class FaceBackend(ABC):

@@ -15,12 +15,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from service.errors import ModelUnavailable
@@ -34,6 +36,9 @@ CHIP_PADDING = 0.25
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 FIVE_POINT_FILE = "shape_predictor_5_face_landmarks.dat"
 SIXTY_EIGHT_POINT_FILE = "shape_predictor_68_face_landmarks.dat"
+# The HOG detector scans at most this many pixels, upsampling included (a 1280x960 photo
+# upsampled once): well under a second on one core, whatever the photo's size.
+HOG_MAX_PIXELS = 2560 * 1920
 
 # Indices into dlib's 68-point layout (iBUG 300-W). Points 36-41 outline the image-left eye,
 # which is the subject's right eye; 48 and 54 are the image-left and image-right mouth corners.
@@ -129,7 +134,23 @@ def descriptor_model_id(path: Path) -> str:
 
 
 def _to_rgb(image: Image) -> Image:
-    return np.ascontiguousarray(image[:, :, ::-1])
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+
+
+def region_around(
+    image: Image, box: tuple[float, float, float, float], margin: float = 1.0
+) -> tuple[Image, int, int]:
+    """The part of ``image`` within ``margin`` box sizes of the box (a view), and its
+    top-left corner: what dlib's shape predictors and chips read of a face, so that they
+    need not convert the whole photo."""
+    x, y, w, h = box
+    pad = margin * max(w, h)
+    height, width = image.shape[:2]
+    left, top = max(0, int(x - pad)), max(0, int(y - pad))
+    right, bottom = min(width, int(np.ceil(x + w + pad))), min(height, int(np.ceil(y + h + pad)))
+    if right <= left or bottom <= top:  # the box is off the image: nothing to crop to
+        return image, 0, 0
+    return image[top:bottom, left:right], left, top
 
 
 def _clipped_box(rect: Any, width: int, height: int) -> tuple[float, float, float, float]:
@@ -162,30 +183,56 @@ class HogFaceDetector:
     no face (dlib finds some small, old or blurred children's faces that YuNet misses).
 
     The models are the process's shared ones (``shared_models``), loaded by the first call;
-    construction only checks that they are installed (ModelUnavailable if not)."""
+    construction only checks that they are installed (ModelUnavailable if not).
 
-    def __init__(self, *, upsample: int = 1) -> None:
+    HOG's time grows with the pixels it scans, so the image it scans is bounded: at most
+    ``max_pixels`` after upsampling. An image small enough is upsampled ``upsample``
+    times by dlib as ever; a larger one is resized to ``max_pixels`` (down, or up by less
+    than the full factor) and scanned as it is, and the faces mapped back to the image's
+    pixels."""
+
+    def __init__(self, *, upsample: int = 1, max_pixels: int = HOG_MAX_PIXELS) -> None:
         if upsample < 0:
             raise ValueError("upsample must be >= 0")
+        if max_pixels < 80 * 80:
+            raise ValueError("max_pixels must be at least 80x80 (HOG's window)")
         check_available()
         self.upsample = upsample
+        self.max_pixels = max_pixels
 
     def __call__(self, image: Image) -> list[DetectedFace]:
         models = shared_models()
+        height, width = image.shape[:2]
+        upsample, scale = scan_plan(height, width, self.upsample, self.max_pixels)
+        if scale != 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            image = np.asarray(cv2.resize(image, size, interpolation=shrink), dtype=np.uint8)
         rgb = _to_rgb(image)
-        height, width = rgb.shape[:2]
         with models.lock:
-            rects, scores, _ = models.detector.run(rgb, self.upsample, 0)
-            faces = []
+            rects, scores, _ = models.detector.run(rgb, upsample, 0)
+            found = []
             for rect, score in zip(rects, scores, strict=True):
-                box = _clipped_box(rect, width, height)
+                box = _clipped_box(rect, rgb.shape[1], rgb.shape[0])
                 shape = models.sixty_eight(rgb, _rect(models.dlib, box))
-                faces.append(
+                found.append(
                     DetectedFace(
                         box=box, landmarks=five_landmarks(_shape_points(shape)), score=float(score)
                     )
                 )
-        return faces
+        if scale == 1.0:
+            return found
+        sx, sy = width / rgb.shape[1], height / rgb.shape[0]
+        return [face.scaled(sx, sy) for face in found]
+
+
+def scan_plan(height: int, width: int, upsample: int, max_pixels: int) -> tuple[int, float]:
+    """How HOG scans a height x width image within ``max_pixels``: (dlib's upsampling, the
+    scale to resize the image by first). (upsample, 1.0) when upsampling fits, else no
+    upsampling and the scale that makes the image ``max_pixels``."""
+    if (height * width) << (2 * upsample) <= max_pixels:
+        return upsample, 1.0
+    return 0, math.sqrt(max_pixels / (height * width))
 
 
 class DlibBackend(FaceBackend):
@@ -214,7 +261,9 @@ class DlibBackend(FaceBackend):
         return self._faces(image)
 
     def align(self, image: Image, face: DetectedFace) -> Image:
-        chip_rgb = self._chip_rgb(_to_rgb(image), face.box)
+        region, left, top = region_around(image, face.box)
+        x, y, w, h = face.box
+        chip_rgb = self._chip_rgb(_to_rgb(region), (x - left, y - top, w, h))
         return np.ascontiguousarray(chip_rgb[:, :, ::-1])
 
     def embed(self, image: Image, face: DetectedFace, chip: Image) -> FloatArray:

@@ -35,6 +35,7 @@ def load_backend(settings: Settings) -> FaceBackend:
                 recogniser,
                 threads=settings.inference_threads,
                 score_threshold=settings.min_detection_score,
+                max_side=settings.detect_max_side,
             )
         case "insightface":
             from service.faces.insightface import InsightFaceBackend
@@ -69,11 +70,12 @@ def build_pipeline(settings: Settings, backend: FaceBackend | None = None) -> Fa
     if settings.fallback_detector and backend.name != "dlib":
         from service.faces.dlib_backend import HogFaceDetector
 
-        fallback = HogFaceDetector()
+        fallback = HogFaceDetector(max_pixels=settings.fallback_max_pixels)
     return FacePipeline(
         backend,
         thresholds,
         settings.max_faces_per_image,
         flip=settings.tta_flip,
         fallback=fallback,
+        detect_max_side=settings.detect_max_side,
     )

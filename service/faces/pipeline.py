@@ -8,8 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import FaceRejected, NoFaceFound
-from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image, l2_normalise
+from service.faces.base import (
+    DetectedFace,
+    FaceBackend,
+    FloatArray,
+    Image,
+    downscaled,
+    l2_normalise,
+)
 from service.faces.quality import FaceQuality, QualityThresholds, assess
+
+# Faces are found on a copy of the photo at most this long a side (see FacePipeline.detect).
+DETECT_MAX_SIDE = 1280
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,16 @@ class FacePipeline:
         max_faces: int,
         flip: bool = False,
         fallback: Callable[[Image], list[DetectedFace]] | None = None,
+        detect_max_side: int = DETECT_MAX_SIDE,
     ):
+        if detect_max_side < 64:
+            raise ValueError("detect_max_side must be at least 64")
         self.backend = backend
         self.thresholds = thresholds
         self.max_faces = max_faces
         self.flip = flip  # test-time augmentation: average with the mirrored chip's template
         self.fallback = fallback  # a second detector, tried when the backend's finds no face
+        self.detect_max_side = detect_max_side
 
     @property
     def model_id(self) -> str:
@@ -49,10 +63,18 @@ class FacePipeline:
         return self.backend.model_id + ("+flip" if self.flip else "")
 
     def detect(self, image: Image) -> list[DetectedFace]:
-        """Faces largest first, at most ``max_faces``."""
-        faces = self.backend.detect(image)
+        """Faces largest first, at most ``max_faces``, in ``image``'s pixels.
+
+        Both detectors look at one copy of the photo whose longer side is at most
+        ``detect_max_side`` (the photo itself when it fits), so their time and memory are
+        bounded whatever the photo's size; boxes and landmarks are mapped back to the full
+        image, whose pixels the chips and the quality check use."""
+        small, sx, sy = downscaled(image, self.detect_max_side)
+        faces = self.backend.detect(small)
         if not faces and self.fallback is not None:
-            faces = self.fallback(image)
+            faces = self.fallback(small)
+        if (sx, sy) != (1.0, 1.0):
+            faces = [face.scaled(sx, sy) for face in faces]
         faces = sorted(faces, key=lambda f: f.area, reverse=True)
         return faces[: self.max_faces]
 

@@ -14,9 +14,10 @@ from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image, l2_
 from service.faces.model_files import sha256_file
 from service.faces.onnx import cpu_session
 
-# YuNet is run at most this many pixels on its longer side; faces are found on the
-# downscaled copy and mapped back, which keeps detection time flat for large photos.
-_DETECT_MAX_SIDE = 1280
+# YuNet is run at most this many pixels on its longer side (by default; the pipeline
+# hands it a copy no larger than its own bound); faces are found on the downscaled copy
+# and mapped back, which keeps detection time flat for large photos.
+DETECT_MAX_SIDE = 1280
 
 
 class SFaceBackend(FaceBackend):
@@ -24,8 +25,15 @@ class SFaceBackend(FaceBackend):
     dimension = 128
 
     def __init__(
-        self, detector: Path, recogniser: Path, *, threads: int = 1, score_threshold: float = 0.6
+        self,
+        detector: Path,
+        recogniser: Path,
+        *,
+        threads: int = 1,
+        score_threshold: float = 0.6,
+        max_side: int = DETECT_MAX_SIDE,
     ) -> None:
+        self.max_side = max_side
         # errors only: OpenCV 5 warns about DNN targets it ignores
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._detector = cv2.FaceDetectorYN.create(
@@ -37,7 +45,7 @@ class SFaceBackend(FaceBackend):
         self.model_id = f"sface:{recogniser.stem}:{sha256_file(recogniser)[:12]}"
 
     def detect(self, image: Image) -> list[DetectedFace]:
-        scale = min(1.0, _DETECT_MAX_SIDE / max(image.shape[:2]))
+        scale = min(1.0, self.max_side / max(image.shape[:2]))
         small = (
             image
             if scale == 1.0

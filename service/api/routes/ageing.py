@@ -42,6 +42,10 @@ async def age(
     aged = await state.run(
         enrollment.age_upload, actor, data, age_at_photo, target_age, sex, face_index
     )
+    return await state.run(_response, aged, format, layout)  # encoding is heavy too
+
+
+def _response(aged: AgedUpload, format: str, layout: str) -> Response:
     if len(aged.aged) == 1:
         return Response(encode(aged.aged[0].image, format), media_type=MEDIA[format])
     if layout == "zip":

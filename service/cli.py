@@ -25,19 +25,15 @@ from service.container import Container
 from service.errors import HomewardError
 from service.matching.access import ADMIN_ORG
 from service.matching.actors import ROLES, Actor
+from service.matching.backup import restore as restore_archive
 from service.matching.cases import CASE_FIELDS_OF_CSV, NewCase
 from service.matching.enrollment import PhotoDetails
 from service.matching.search import MatchQuery
+from service.observability import configure_logging
 from service.settings import Settings
 
 logger = logging.getLogger("homeward")
 CLI_ACTOR = Actor("cli", None, frozenset({"admin"}))
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 @click.group()
@@ -50,7 +46,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     except ValidationError as err:
         raise click.UsageError(f"bad HOMEWARD_* setting:\n{err}") from err
     quiet = ctx.invoked_subcommand not in ("serve", "worker") and not verbose
-    configure_logging("WARNING" if quiet else settings.log_level)
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     ctx.obj = Container(settings)
     ctx.call_on_close(ctx.obj.close)
 
@@ -116,6 +112,8 @@ def serve(c: Container, host: str, port: int, workers: int, with_worker: bool | 
         port=port,
         workers=workers,
         log_level=c.settings.log_level.lower(),
+        log_config=None,  # keep this process's logging (request ids, JSON)
+        access_log=False,  # the API logs each request itself, without query strings
     )
 
 
@@ -409,6 +407,37 @@ def keys_revoke(c: Container, key_id: str) -> None:
     with user_errors():
         row = c.access.revoke_key(admin_of(c), key_id)
     click.echo(f"revoked {row.key_id} ({row.name})")
+
+
+@main.command()
+@click.argument("destination", type=click.Path(file_okay=True, path_type=Path))
+@click.pass_obj
+def backup(c: Container, destination: Path) -> None:
+    """Write one checksummed archive of the registry (SQLite), the sealed photos and the
+    index snapshot while the service runs (DESTINATION: a file, or a folder to put it in).
+    The secrets file is not in it: keep it apart."""
+    with user_errors():
+        report = c.backups.backup(admin_of(c), destination)
+    click.echo(
+        f"wrote {report.archive} ({report.size_bytes / 1e6:.1f} MB): registry "
+        f"{report.registry}, {report.photos} photo(s)"
+        + (f", {report.photos_gone} deleted while it ran" if report.photos_gone else "")
+    )
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def restore(c: Container, archive: Path) -> None:
+    """Unpack a backup into the data dir, which must be empty; a damaged archive is
+    refused before anything is written. Then start the service with the same secrets."""
+    with user_errors():
+        report = restore_archive(c.settings, archive)
+        c.admin.note_restore(CLI_ACTOR, archive.name, report.created_at)
+    click.echo(
+        f"restored {report.files} file(s) from the backup of {report.created_at} "
+        f"into {report.data_dir}"
+    )
 
 
 @main.group()

@@ -11,12 +11,13 @@ import faiss
 
 from service.ageing import AgeProgressor
 from service.ageing.templates import AgedTemplates
-from service.errors import ModelUnavailable
+from service.errors import ModelUnavailable, StorageUnavailable
 from service.faces.base import FaceBackend
 from service.faces.factory import build_pipeline, resolve_backend_name
 from service.faces.pipeline import FacePipeline
 from service.matching.access import AccessService
 from service.matching.admin import AdminService
+from service.matching.backup import BackupService
 from service.matching.cases import CaseService
 from service.matching.egress import EgressPolicy
 from service.matching.enrollment import EnrollmentService
@@ -27,6 +28,7 @@ from service.matching.search import Matcher, SearchService
 from service.matching.sightings import SightingService
 from service.matching.uploads import Uploads
 from service.matching.webhooks import WebhookSender
+from service.metrics import Metrics
 from service.registry.db import Database
 from service.registry.photostore import PhotoStore
 from service.search.keeper import IndexKeeper
@@ -117,12 +119,19 @@ class Container:
         return AgedTemplates(self.pipeline, AgeProgressor())
 
     @cached_property
+    def metrics(self) -> Metrics:
+        """This process's metrics; the service's state is read at each scrape once loaded."""
+        metrics = Metrics()
+        metrics.watch(lambda: self.maintenance.vitals() if self.index_ready else None)
+        return metrics
+
+    @cached_property
     def uploads(self) -> Uploads:
         return Uploads(self.settings)
 
     @cached_property
     def _matcher(self) -> Matcher:
-        return Matcher(self.settings, self.db, self.pipeline, self.index)
+        return Matcher(self.settings, self.db, self.pipeline, self.index, self.metrics)
 
     # -- use cases -------------------------------------------------------------------------------
 
@@ -177,10 +186,20 @@ class Container:
         )
 
     @cached_property
+    def backups(self) -> BackupService:
+        return BackupService(self.settings, self.db)
+
+    @cached_property
     def webhooks(self) -> WebhookSender:
         return WebhookSender(self.settings, self.db, self.access)
 
     # -- life ------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """What a server needs before it listens, and fails fast on: the registry (migrated),
+        the first admin key, the face model."""
+        self.ensure_admin_key()
+        _ = self.pipeline
 
     def load_all(self) -> None:
         """Everything a server needs, before it answers: the registry, the model, the
@@ -194,11 +213,16 @@ class Container:
         return "index" in self.__dict__ and self.index.ready
 
     def close(self) -> None:
-        """Write the index snapshot (when it was loaded) and release the database."""
-        if "index" in self.__dict__:
-            self.index.save()
-        if "db" in self.__dict__:
-            self.db.close()
+        """Write the index snapshot (when it was loaded) and release the database. A snapshot
+        that cannot be written (disk full) is logged: the next start replays the registry."""
+        try:
+            if "index" in self.__dict__:
+                self.index.save()
+        except StorageUnavailable as err:
+            logger.error("index snapshot not written at shutdown: %s", err)
+        finally:
+            if "db" in self.__dict__:
+                self.db.close()
 
     def ensure_admin_key(self) -> None:
         """Create the first admin key (or register ``HOMEWARD_ADMIN_KEY``); a created key is

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class HomewardError(Exception):
     """Base class; ``reason`` is a short machine-readable code, ``str(err)`` the explanation."""
@@ -86,6 +88,21 @@ class StorageUnavailable(HomewardError):
     reason = "storage_unavailable"
 
 
+class StorageFull(StorageUnavailable):
+    """The disk (or quota) holding the registry, the photos or the index is full: nothing was
+    changed, and writes work again once space is freed, without a restart."""
+
+    reason = "insufficient_storage"
+
+
+def storage_error(err: OSError, what: str) -> StorageUnavailable:
+    """A failed file write as a domain error: full (no space, over quota or over the file
+    size limit) or otherwise unavailable (read-only, I/O error, permissions)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageFull(f"{what} could not be written: the disk is full")
+    return StorageUnavailable(f"{what} could not be written: {err.strerror or err}")
+
+
 class AuditUnavailable(StorageUnavailable):
     """The audit record of an action cannot be written, so the action does not happen."""
 
@@ -96,3 +113,9 @@ class PhotoKeyMismatch(HomewardError):
     """Stored photos were sealed with another key: they cannot be read with this one."""
 
     reason = "photo_key_mismatch"
+
+
+class NotReady(HomewardError):
+    """The service is still loading (or could not load) what it needs to answer."""
+
+    reason = "not_ready"

@@ -86,11 +86,17 @@ class Worker:
         next_run = time.monotonic() + (every if name != "deliveries" else 0.0)
         while not self._stop.is_set():
             if time.monotonic() >= next_run:
+                outcome = "ok"
                 try:
                     job()
                 except HomewardError as err:
+                    outcome = "failed"
                     logger.warning("worker %s: %s", name, err)
                 except Exception:  # keep the loop alive; the next round tries again
+                    outcome = "failed"
                     logger.exception("worker %s failed; retrying", name)
+                metrics = self.container.metrics
+                metrics.worker_runs.labels(name, outcome).inc()
+                metrics.worker_last_run.labels(name).set_to_current_time()
                 next_run = time.monotonic() + every
             self._stop.wait(min(1.0, max(0.05, next_run - time.monotonic())))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -51,13 +52,29 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
+class ReadyClient(TestClient):
+    """A TestClient whose ``with`` returns once the app has loaded (the index loads in the
+    background; until then the app answers 503). It calls from loopback."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app, client=("127.0.0.1", 50000))
+
+    def __enter__(self) -> ReadyClient:
+        super().__enter__()
+        state = self.app.state.homeward  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 120
+        while not state.ready.wait(0.02) and state.failure is None:
+            assert time.monotonic() < deadline, "the app did not load"
+        return self
+
+
 @pytest.fixture
 def start_app(sface_backend: FaceBackend) -> Callable[[Settings], TestClient]:
     """A TestClient for a real app on the given settings; enter it with ``with``."""
 
     def start(settings: Settings) -> TestClient:
         app = create_app(settings, container=lambda s: Container(s, sface_backend))
-        client = TestClient(app)
+        client = ReadyClient(app)
         client.headers.update(HEADERS)
         return client
 
@@ -92,3 +109,22 @@ def years_ago(years: int, today: date | None = None) -> date:
         return today.replace(year=today.year - years)
     except ValueError:
         return today.replace(year=today.year - years, day=28)
+
+
+# -- closing notes: the figures the long suites report (crash, load, disk, fuzz) -------------
+
+NOTES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def closing_note(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Adds a line to the notes shown after the run's summary."""
+    return request.config.stash.setdefault(NOTES, []).append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    notes = terminalreporter.config.stash.get(NOTES, [])
+    if notes:
+        terminalreporter.section("closing notes")
+        for note in notes:
+            terminalreporter.write_line(note)

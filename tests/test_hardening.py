@@ -42,7 +42,7 @@ def real_server(app: FastAPI) -> Iterator[int]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    assert wait_for(lambda: server.started, 60)
+    assert wait_for(lambda: server.started and app.state.homeward.ready.is_set(), 60)
     try:
         yield port
     finally:

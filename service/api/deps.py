@@ -7,10 +7,13 @@ hold up authentication or cheap routes."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import math
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security, UploadFile
@@ -18,7 +21,7 @@ from fastapi.security import APIKeyHeader
 
 from service.api.ratelimit import RateLimiter
 from service.container import Container
-from service.errors import ImageTooLarge, RateLimited
+from service.errors import ImageTooLarge, NotReady, RateLimited
 from service.matching.access import AccessService
 from service.matching.actors import Actor, Permission
 from service.matching.admin import AdminService
@@ -39,13 +42,18 @@ class AppState:
     pool: ThreadPoolExecutor
     light: ThreadPoolExecutor
     limiter: RateLimiter
+    ready: threading.Event = field(default_factory=threading.Event)  # everything loaded
+    failure: str | None = None  # why loading failed
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Blocking work (decoding, inference, SQL, index search) off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        """Blocking work (decoding, inference, SQL, index search) off the event loop, in the
+        request's context (its id reaches the log lines written there)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def run_light(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.light, fn, *args)
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.light, call)
 
 
 def get_state(request: Request) -> AppState:
@@ -58,6 +66,8 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 def _use_case(name: str) -> Any:
     def get(state: StateDep) -> Any:
+        if not state.ready.is_set():
+            raise NotReady(state.failure or "the service is starting (loading the index)")
         return getattr(state.container, name)
 
     return Depends(get)
@@ -85,6 +95,7 @@ async def authenticate(
     actor = await state.run_light(state.container.access.authenticate, key)
     wait = state.limiter.take(actor.key_id, actor.roles)
     if wait > 0:
+        state.container.metrics.rate_limited.inc()
         raise RateLimited("rate limit exceeded for this key", retry_after=max(1, math.ceil(wait)))
     return actor
 

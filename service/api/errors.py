@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service import errors
+from service.api.schemas import ErrorOut
+from service.observability import REQUEST_ID
+
+# Every route's error answers, for the OpenAPI document: ``{"detail", "reason"}`` whatever
+# the status (FastAPI would otherwise document its own 422 body, which this API never sends).
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorOut, "description": "the request was refused; `reason` says why"},
+    "5XX": {"model": ErrorOut, "description": "storage, audit or model unavailable"},
+}
 
 STATUS: dict[type[errors.HomewardError], int] = {
     errors.Unauthorized: 401,
@@ -26,7 +36,9 @@ STATUS: dict[type[errors.HomewardError], int] = {
     errors.InvalidInput: 422,
     errors.RateLimited: 429,
     errors.ModelUnavailable: 503,
+    errors.NotReady: 503,
     errors.StorageUnavailable: 503,
+    errors.StorageFull: 507,
     errors.PhotoKeyMismatch: 503,
 }
 HTTP_REASONS = {
@@ -51,7 +63,8 @@ def status_of(err: errors.HomewardError) -> int:
 def error_body(
     detail: str, reason: str, status: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"detail": detail, "reason": reason}, status_code=status, headers=headers)
+    body = {"detail": detail, "reason": reason, "request_id": REQUEST_ID.get()}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _homeward_error(_request: Request, err: Exception) -> JSONResponse:

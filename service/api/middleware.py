@@ -4,8 +4,14 @@ response carries."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.observability import REQUEST_ID, request_id_from
+
+logger = logging.getLogger("service.api.requests")
 
 JSON_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # The API docs page: Swagger UI and ReDoc from the service itself, their small inline
@@ -64,12 +70,11 @@ async def _refuse(send: Send, scope: Scope, status: int, limit: int) -> None:
         upload = content_type.startswith(b"multipart/")
         reason = "image_too_large" if upload else "request_too_large"
         body = {"detail": f"request body over {limit} bytes", "reason": reason}
-    data = json.dumps(body).encode()
+    data = json.dumps({**body, "request_id": REQUEST_ID.get()}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(data)).encode()),
         (b"connection", b"close"),
-        *security_headers(scope["path"]),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
@@ -86,8 +91,11 @@ def security_headers(path: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
-class SecurityHeaders:
-    """Adds ``security_headers`` to every response (a route's own Cache-Control wins)."""
+class RequestTelemetry:
+    """Gives every request its id (response header ``X-Request-ID``, every log line, every
+    error body), adds ``security_headers`` to every response (a route's own Cache-Control
+    wins), logs one line per request (route template, status, time: never the query
+    string, which may hold a name) and counts it in the metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -96,13 +104,36 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = security_headers(scope["path"])
+        header = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        token = REQUEST_ID.set(request_id_from(header))
+        started, status = time.perf_counter(), 500
 
-        async def send_with_headers(message: Message) -> None:
+        extra = [*security_headers(scope["path"]), (b"x-request-id", REQUEST_ID.get().encode())]
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
+                status = message["status"]
+                headers = message.get("headers", [])
+                present = {name.lower() for name, _ in headers}
                 added = [(n, v) for n, v in extra if n not in present]
-                message = {**message, "headers": [*message.get("headers", []), *added]}
+                message = {**message, "headers": [*headers, *added]}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+            REQUEST_ID.reset(token)
+
+    @staticmethod
+    def _record(scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        method = scope["method"]
+        logger.info("%s %s %d %.1f ms", method, route, status, seconds * 1000)
+        state = getattr(scope.get("app"), "state", None)
+        homeward = getattr(state, "homeward", None)
+        if homeward is not None:
+            metrics = homeward.container.metrics
+            metrics.requests.labels(route, method, str(status)).inc()
+            metrics.latency.labels(route, method).observe(seconds)

@@ -52,6 +52,12 @@ class AdminService:
         with self.db.unit() as tx:
             return [copy_of(AuditEntry, r) for r in tx.audit.recent(limit, action)]
 
+    def note_restore(self, actor: Actor, archive: str, taken_at: str) -> None:
+        """The audit record of a restore, in the restored registry's own chain."""
+        actor.require(Permission.ADMIN)
+        with self.db.unit() as tx:
+            tx.audit.record(actor, "restore", detail={"archive": archive, "taken_at": taken_at})
+
     def audit_verify(self, actor: Actor) -> AuditCheck:
         """Every record's hash and the chain: anything edited or removed is a problem."""
         actor.require(Permission.ADMIN)

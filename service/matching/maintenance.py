@@ -9,6 +9,7 @@ from service.errors import StorageUnavailable
 from service.matching.actors import SYSTEM, Actor, Permission
 from service.matching.cases import CaseService
 from service.matching.views import IndexStats, RetentionReport, ServiceInfo
+from service.metrics import Vitals
 from service.registry.db import Database
 from service.registry.photostore import PhotoStore
 from service.search.keeper import IndexKeeper
@@ -116,6 +117,21 @@ class MaintenanceService:
             },
         )
 
+    def vitals(self) -> Vitals:
+        """What the metrics report at each scrape."""
+        with self.db.unit() as tx:
+            queue = tx.sightings.pending_count(None)
+            deliveries = tx.outbox.count_by_state()
+        return Vitals(
+            model_id=self.index.model_id,
+            index_backend="faiss",
+            index_type=self.settings.index_type,
+            index_templates=self.index.size,
+            index_generation=self.index.generation,
+            review_queue=queue,
+            deliveries=deliveries,
+        )
+
     def readiness(self) -> list[str]:
         """What keeps the service from serving (empty when ready): the database must
         answer and the index must be loaded."""
@@ -126,4 +142,6 @@ class MaintenanceService:
             problems.append("database unavailable")
         if not self.index.ready:
             problems.append("index not loaded")
+        if not self.photos_readable:
+            problems.append("the photo key does not match the stored photos")
         return problems

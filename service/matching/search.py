@@ -16,6 +16,7 @@ from service.faces.pipeline import AnalysedFace, FacePipeline
 from service.matching.actors import Actor, Permission
 from service.matching.uploads import Uploads
 from service.matching.views import FaceMatch, MatchResult, RankedCase
+from service.metrics import Metrics
 from service.registry.db import Database
 from service.search.keeper import IndexKeeper
 from service.search.port import SearchFilter
@@ -33,12 +34,18 @@ class MatchQuery:
 
 class Matcher:
     def __init__(
-        self, settings: Settings, db: Database, pipeline: FacePipeline, index: IndexKeeper
+        self,
+        settings: Settings,
+        db: Database,
+        pipeline: FacePipeline,
+        index: IndexKeeper,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.db = db
         self.pipeline = pipeline
         self.index = index
+        self.metrics = metrics
 
     def top_k(self, requested: int | None) -> int:
         return min(requested or self.settings.default_candidates, self.settings.max_candidates)
@@ -53,14 +60,20 @@ class Matcher:
         if query.min_age is not None and query.max_age is not None:
             if query.min_age > query.max_age:
                 raise InvalidInput("min_age is greater than max_age")
-        faces = self.pipeline.analyse_all(image.pixels)
-        if not faces:
+        with self.metrics.stage("detect"):
+            found = self.pipeline.detect(image.pixels)
+        if not found:
             raise NoFaceFound("no face was found in the photo")
-        self.index.catch_up(wait=False)
-        where = SearchFilter(scope, query.sex, query.min_age, query.max_age, date.today())
-        top_k, floor = self.top_k(query.top_k), self.floor(query.min_score)
+        with self.metrics.stage("embed"):
+            faces = [self.pipeline.analyse(image.pixels, face) for face in found]
+        with self.metrics.stage("search"):
+            self.index.catch_up(wait=False)
+            sex = None if query.sex == "unknown" else query.sex  # not known: not a filter
+            where = SearchFilter(scope, sex, query.min_age, query.max_age, date.today())
+            top_k, floor = self.top_k(query.top_k), self.floor(query.min_score)
+            matches = [FaceMatch(f, self._ranked(f, top_k, where, floor)) for f in faces]
         return MatchResult(
-            faces=[FaceMatch(f, self._ranked(f, top_k, where, floor)) for f in faces],
+            faces=matches,
             model_id=self.pipeline.model_id,
             index_generation=self.index.generation,
             score_floor=floor,
@@ -112,7 +125,8 @@ class SearchService:
         upload's hash and the candidate cases) before it is returned, so an unwritable
         audit log fails the search."""
         actor.require(Permission.MATCH)
-        image = self.uploads.decode(data)
+        with self.matcher.metrics.stage("decode"):
+            image = self.uploads.decode(data)
         result = self.matcher.search(image, query, actor.scope)
         with self.db.unit() as tx:
             tx.audit.record(

@@ -3,6 +3,7 @@ foreign keys on."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import Conflict, InvalidInput, StorageUnavailable
+from service.errors import Conflict, InvalidInput, StorageFull, StorageUnavailable
 from service.registry.audit import AuditRepository
 from service.registry.cases import CaseRepository
 from service.registry.keys import KeyRepository
@@ -25,6 +26,8 @@ from service.registry.sightings import SightingRepository
 from service.registry.templates import TemplateRepository
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_FULL = 13  # "database or disk is full"
+POSTGRES_DISK_FULL = "53100"
 
 
 def make_engine(url: str) -> Engine:
@@ -98,6 +101,8 @@ class Database:
         except DataError as err:
             raise InvalidInput("a value cannot be stored (bad characters or out of range)") from err
         except OperationalError as err:
+            if _disk_full(err):
+                raise StorageFull("the registry database's disk is full; nothing changed") from err
             raise StorageUnavailable("the registry database is unavailable") from err
 
     def ping(self) -> None:
@@ -108,5 +113,28 @@ class Database:
         except OperationalError as err:
             raise StorageUnavailable("the registry database is unavailable") from err
 
+    def copy_to(self, target: Path) -> None:
+        """A consistent copy of an SQLite registry at one moment, taken while it serves
+        (SQLite's online backup API); PostgreSQL registries are copied with pg_dump."""
+        if not self.is_sqlite:
+            raise InvalidInput("a PostgreSQL registry is backed up with pg_dump, not here")
+        destination = sqlite3.connect(target)
+        try:
+            with self.engine.connect() as connection:
+                source = connection.connection.driver_connection
+                assert isinstance(source, sqlite3.Connection)
+                source.backup(destination)
+        finally:
+            destination.close()
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _disk_full(err: OperationalError) -> bool:
+    """Whether the database refused a write for want of space (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full), rather than being unreachable or read-only."""
+    code = getattr(err.orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+        return True
+    return getattr(err.orig, "sqlstate", None) == POSTGRES_DISK_FULL

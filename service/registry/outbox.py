@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.registry.models import Organisation, WebhookDelivery
@@ -57,6 +57,10 @@ class OutboxRepository:
         delivery = self.s.get(WebhookDelivery, delivery_id)
         assert delivery is not None, "a claimed delivery is never deleted"
         return delivery, self.s.get(Organisation, delivery.org_id)
+
+    def count_by_state(self) -> dict[str, int]:
+        query = select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+        return {status: int(n) for status, n in self.s.execute(query)}
 
     def deliveries(self, org_id: str | None, limit: int = 100) -> list[WebhookDelivery]:
         query = select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(limit)

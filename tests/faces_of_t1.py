@@ -44,3 +44,15 @@ def blank_photo() -> bytes:
     grad = np.linspace(0, 255, 320, dtype=np.float32)
     img = np.stack([np.tile(grad, (240, 1))] * 3, axis=-1) + rng.normal(0, 8, (240, 320, 3))
     return encode(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def distinct_photo(k: int) -> bytes:
+    """The k-th of many distinct one-face photos, all about the same size (t1's six people
+    at several crops and scales, then a little brighter for each further round); all pass
+    the enrollment gate, and each has its own template, so a search with a photo's own
+    bytes ranks the case enrolled from it first."""
+    person, j = k % 6, k // 6
+    crop = face_crop(person, margin=0.45 + 0.05 * (j % 5))
+    scale = 0.9 + 0.03 * (j // 5 % 12)
+    resized = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return encode(cv2.add(resized, np.full_like(resized, j // 60)), quality=90)

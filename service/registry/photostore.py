@@ -3,11 +3,12 @@ written atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
-from service.errors import PhotoKeyMismatch
+from service.errors import PhotoKeyMismatch, StorageUnavailable, storage_error
 from service.security import PRIVATE_DIR, PRIVATE_FILE, Sealer, private_dir
 
 logger = logging.getLogger(__name__)
@@ -32,24 +33,36 @@ class PhotoStore:
                 "stored photos were sealed with; restore the right key"
             )
         target = self.path(name)
-        target.parent.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         tmp = target.with_name(f".{name}.tmp")
-        with os.fdopen(
-            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb"
-        ) as handle:
-            handle.write(self.sealer.seal(data, name))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(exist_ok=True, mode=PRIVATE_DIR)
+            with os.fdopen(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb"
+            ) as handle:
+                handle.write(self.sealer.seal(data, name))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)  # the rename too survives a power cut
+        except OSError as err:  # disk full, read-only, I/O error: no half-written file
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise storage_error(err, "the photo") from err
 
     def read(self, name: str) -> bytes:
-        return self.sealer.open(self.path(name).read_bytes(), name)
+        try:
+            blob = self.path(name).read_bytes()
+        except OSError as err:
+            raise StorageUnavailable(f"stored photo {name} cannot be read: {err.strerror}") from err
+        return self.sealer.open(blob, name)
 
     def delete(self, name: str) -> None:
         try:
             self.path(name).unlink()
         except FileNotFoundError:
             logger.warning("stored photo %s was already gone", name)
+        except OSError as err:  # after the registry forgot it: the next start's sweep removes it
+            logger.error("stored photo %s not deleted (%s); left for the sweep", name, err)
 
     def names(self) -> set[str]:
         return {p.name for p in self.root.glob("*/*") if not p.name.startswith(".")}
@@ -66,3 +79,11 @@ class PhotoStore:
         if orphans or partial:
             logger.warning("removed %d orphaned photo file(s)", len(orphans) + len(partial))
         return len(orphans) + len(partial)
+
+
+def _fsync_dir(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

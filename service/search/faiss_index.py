@@ -12,6 +12,7 @@ and the data file's sha256; both are written as a new generation (temp file, fsy
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -19,7 +20,8 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from service.errors import storage_error
 from service.search.attributes import AttributeTable
 from service.search.port import (
     FloatArray,
@@ -111,8 +114,9 @@ class FaissIndex:
     # -- snapshots ---------------------------------------------------------------------
 
     def save(self, folder: Path) -> SnapshotMeta:
-        """Serialise under the read lock (searches go on), then write outside it."""
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data dir's, private
+        """Serialise under the read lock (searches go on), then write outside it. A failed
+        write (disk full, read-only) raises a storage error; a snapshot left half-replaced
+        fails its checksum at the next start and is rebuilt from the registry."""
         with self._lock.reading():
             watermark = self.watermark  # read first: never claim a change the blob lacks
             count = len(self)
@@ -129,8 +133,12 @@ class FaissIndex:
             written_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         data, meta_path = _paths(folder, self.model_id)
-        _write_atomically(data, blob)
-        _write_atomically(meta_path, json.dumps(asdict(meta), indent=2).encode())
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data dir's, private
+            _write_atomically(data, blob)
+            _write_atomically(meta_path, json.dumps(asdict(meta), indent=2).encode())
+        except OSError as err:
+            raise storage_error(err, "the index snapshot") from err
         return meta
 
     def _snapshot_blob(self) -> bytes:
@@ -211,18 +219,50 @@ def _paths(folder: Path, model_id: str) -> tuple[Path, Path]:
     return folder / f"{stem}.snapshot.npz", folder / f"{stem}.json"
 
 
+def sweep_partial(folder: Path) -> int:
+    """Delete the temp files of snapshots whose writing was cut (a crash, a kill); returns
+    how many. Under the folder's lock, so another process's write in progress is spared."""
+    try:
+        with _folder_lock(folder):
+            partial = [p for p in folder.glob(".*.tmp") if p.is_file()]
+            for path in partial:
+                path.unlink(missing_ok=True)
+    except OSError as err:  # a read-only data dir: nothing to do about them now
+        logger.warning("half-written index snapshots not swept: %s", err)
+        return 0
+    if partial:
+        logger.warning("removed %d half-written index snapshot file(s)", len(partial))
+    return len(partial)
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the snapshot folder (across processes), held while a snapshot
+    file is written and while the leftovers of cut writes are swept."""
+    if not folder.is_dir():
+        yield
+        return
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """A unique temp name, so two writers never share a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _folder_lock(path.parent):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.search.faiss_index import FaissIndex
+from service.search.faiss_index import FaissIndex, sweep_partial
 from service.search.port import (
     Change,
     FloatArray,
@@ -95,6 +95,7 @@ class IndexKeeper:
         return self.last_open
 
     def _usable_snapshot(self) -> FaissIndex | None:
+        sweep_partial(self.folder)  # what a crash left of a snapshot being written
         snapshot = FaissIndex.load(
             self.folder, self.model_id, self.dimension, self.transform.version
         )

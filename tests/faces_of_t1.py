@@ -47,12 +47,13 @@ def blank_photo() -> bytes:
 
 
 def distinct_photo(k: int) -> bytes:
-    """The k-th of many distinct one-face photos, all about the same size (t1's six people
-    at several crops and scales, then a little brighter for each further round); all pass
-    the enrollment gate, and each has its own template, so a search with a photo's own
+    """The k-th of many distinct one-face photos, all 240x240 (t1's six people, framed
+    with several margins and offsets, then a little brighter for each further round): all
+    pass the enrollment gate, and each has its own template, so a search with a photo's own
     bytes ranks the case enrolled from it first."""
     person, j = k % 6, k // 6
     crop = face_crop(person, margin=0.45 + 0.05 * (j % 5))
-    scale = 0.9 + 0.03 * (j // 5 % 12)
-    resized = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-    return encode(cv2.add(resized, np.full_like(resized, j // 60)), quality=90)
+    height, width = crop.shape[:2]
+    cut = 3 * (j // 5 % 12)  # pixels cut off the top left: the face moves in the frame
+    framed = cv2.resize(crop[cut * height // width :, cut:], (240, 240))
+    return encode(cv2.add(framed, np.full_like(framed, j // 60)), quality=90)

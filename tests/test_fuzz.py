@@ -200,7 +200,7 @@ def test_intake_decodes_every_valid_image_upright_within_the_pixel_cap(
 
 @INTAKE
 @given(data=st.sampled_from(real_uploads()), spare=st.integers(1, 5000))
-def test_intake_refuses_anything_over_the_byte_cap_before_decoding(data: bytes, spare: int) -> None:
+def test_intake_refuses_anything_over_the_byte_cap(data: bytes, spare: int) -> None:
     with pytest.raises(ImageTooLarge, match="limit"):
         decode_upload(data, max_bytes=len(data) - spare, max_pixels=LIMITS["max_pixels"])
 

@@ -254,6 +254,13 @@ def test_webhooks_to_private_addresses_are_refused(
         assert r.status_code == 422 and "address" in r.json()["detail"], r.text
 
 
+@pytest.mark.parametrize("url", ["http://[", "http://[::1", "http://host:99999/", "http://:80/"])
+def test_malformed_webhook_urls_are_422(client: TestClient, url: str) -> None:
+    registry = make_world(client, {"A": ["registry"]}).as_("A:registry")
+    r = registry.put("/v1/org/webhook", json={"url": url})
+    assert r.status_code == 422 and r.json()["reason"] == "invalid_input", r.text
+
+
 def test_a_public_webhook_address_is_accepted(
     make_settings: Callable[..., Settings], start_app: Callable[[Settings], TestClient]
 ) -> None:

@@ -22,14 +22,17 @@ class EgressPolicy:
 
     def check(self, url: str) -> None:
         """InvalidInput unless ``url`` is http(s) to a public address or an allowed one."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host, port = (parts.hostname or "").lower(), parts.port
+        except ValueError as err:  # e.g. "http://[": an unclosed IPv6 address, a bad port
+            raise InvalidInput("the webhook URL is malformed") from err
+        if parts.scheme not in ("http", "https") or not host:
             raise InvalidInput("a webhook URL must be http:// or https:// with a host")
-        host = parts.hostname.lower()
         if host in self.hosts:
             return
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = port or (443 if parts.scheme == "https" else 80)
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except (OSError, ValueError) as err:
             raise InvalidInput(f"the webhook host {host!r} cannot be resolved") from err

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         default={"volunteer": 30, "reviewer": 600, "registry": 600, "admin": 1200},
         description="requests per minute per key, by role (a key gets its roles' highest)",
     )
+    session_minutes: int = Field(
+        default=480, ge=5, le=7 * 24 * 60, description="how long a web sign-in lasts"
+    )
+    sign_in_attempts: int = Field(
+        default=10, ge=1, description="failed web sign-ins per client address per 10 minutes"
+    )
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_backoff_seconds: float = Field(default=2.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -20,6 +20,8 @@ from service.api.routes import admin, ageing, cases, match, sightings, system
 from service.container import Container
 from service.observability import configure_logging
 from service.settings import Settings
+from service.web import install as install_pages
+from service.web.signin import error_page, wants_page
 from service.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def create_app(
         description="Face matching for missing children. Every result is a list of "
         "candidates for people to review; the service never declares a match.",
     )
-    errors.install(app)
+    errors.install(app, pages=(wants_page, error_page))
     forms.refuse_undecodable_fields()
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
     app.add_middleware(RequestTelemetry)  # outermost: the request id is set for all the rest
@@ -86,6 +88,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    install_pages(app, settings)
     return app
 
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from service import errors
@@ -60,6 +60,10 @@ def status_of(err: errors.HomewardError) -> int:
     return 400
 
 
+# A page's errors: set by ``install`` when the app serves web pages.
+PageErrors = tuple[Callable[[Request], bool], Callable[[Request, int, str, str], Response]]
+
+
 def error_body(
     detail: str, reason: str, status: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -67,34 +71,47 @@ def error_body(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _homeward_error(_request: Request, err: Exception) -> JSONResponse:
-    assert isinstance(err, errors.HomewardError)
-    status = status_of(err)
-    headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
-    if isinstance(err, errors.RateLimited):
-        headers = {"Retry-After": str(err.retry_after)}
-    return error_body(str(err), err.reason, status, headers)
+def install(app: FastAPI, pages: PageErrors | None = None) -> None:
+    """One handler per kind of error; with ``pages`` (is this a page?, render it), a
+    browser's page request gets an error page instead of the JSON body."""
 
+    def answer(
+        request: Request,
+        detail: str,
+        reason: str,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        if pages is not None and pages[0](request):
+            page = pages[1](request, status, detail, reason)
+            page.headers.update(headers or {})
+            return page
+        return error_body(detail, reason, status, headers)
 
-async def _http_error(_request: Request, err: Exception) -> JSONResponse:
-    assert isinstance(err, HTTPException)
-    reason = HTTP_REASONS.get(err.status_code, HTTPStatus(err.status_code).phrase.lower())
-    detail = err.detail if isinstance(err.detail, str) else HTTPStatus(err.status_code).phrase
-    return error_body(detail, reason.replace(" ", "_"), err.status_code, err.headers)
+    async def homeward_error(request: Request, err: Exception) -> Response:
+        assert isinstance(err, errors.HomewardError)
+        status = status_of(err)
+        headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
+        if isinstance(err, errors.RateLimited):
+            headers = {"Retry-After": str(err.retry_after)}
+        return answer(request, str(err), err.reason, status, headers)
 
+    async def http_error(request: Request, err: Exception) -> Response:
+        assert isinstance(err, HTTPException)
+        reason = HTTP_REASONS.get(err.status_code, HTTPStatus(err.status_code).phrase.lower())
+        detail = err.detail if isinstance(err.detail, str) else HTTPStatus(err.status_code).phrase
+        return answer(request, detail, reason.replace(" ", "_"), err.status_code, err.headers)
 
-async def _validation_error(_request: Request, err: Exception) -> JSONResponse:
-    """Which fields are wrong and why; the input itself is never echoed (it may be a
-    child's name, or a value JSON cannot even hold)."""
-    assert isinstance(err, RequestValidationError)
-    problems = [
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-        for e in err.errors()
-    ]
-    return error_body("; ".join(problems) or "invalid request", "invalid_input", 422)
+    async def validation_error(request: Request, err: Exception) -> Response:
+        """Which fields are wrong and why; the input itself is never echoed (it may be a
+        child's name, or a value JSON cannot even hold)."""
+        assert isinstance(err, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in err.errors()
+        ]
+        return answer(request, "; ".join(problems) or "invalid request", "invalid_input", 422)
 
-
-def install(app: FastAPI) -> None:
-    app.add_exception_handler(errors.HomewardError, _homeward_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(errors.HomewardError, homeward_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -21,6 +21,13 @@ DOCS_POLICY = (
     "img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
 )
 DOCS_PATHS = ("/docs", "/redoc")
+# The web pages: their own scripts, styles and images only; photos previewed from the
+# device (blob:) and drawn on canvases; forms post to the service alone.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+API_PATHS = ("/v1/", "/metrics", "/healthz", "/readyz", "/openapi.json")
 
 
 class BodyLimit:
@@ -81,11 +88,14 @@ async def _refuse(send: Send, scope: Scope, status: int, limit: int) -> None:
 
 
 def security_headers(path: str) -> list[tuple[bytes, bytes]]:
-    docs = path.startswith(DOCS_PATHS)
+    if path.startswith(DOCS_PATHS):
+        policy = DOCS_POLICY
+    else:
+        policy = JSON_POLICY if path.startswith(API_PATHS) else PAGE_POLICY
     return [
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
-        (b"content-security-policy", (DOCS_POLICY if docs else JSON_POLICY).encode()),
+        (b"content-security-policy", policy.encode()),
         (b"x-frame-options", b"DENY"),
         (b"cache-control", b"no-store"),  # answers name children; nothing may be cached
     ]

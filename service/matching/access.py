@@ -12,14 +12,14 @@ import hmac
 import logging
 import secrets
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from service.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from service.matching.actors import ROLES, SYSTEM, Actor, Permission
 from service.matching.egress import EgressPolicy
-from service.matching.views import DeliveryView, KeyView, OrgView, copy_of
+from service.matching.views import DeliveryView, KeyView, OrgView, SignedIn, copy_of
 from service.registry.db import Database
-from service.registry.models import ApiKey, Organisation
+from service.registry.models import ApiKey, Organisation, WebSession
 from service.security import Sealer, api_key_digest
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,64 @@ class AccessService:
             tx.keys.add(row)
             tx.audit.record(SYSTEM, "key.create", target=row.key_id)
         return None if configured else key
+
+    # -- web sessions ----------------------------------------------------------------------------
+
+    def sign_in(self, key: str, lifetime: timedelta) -> tuple[str, SignedIn]:
+        """Exchange an API key for a server-side session: the cookie's token (shown to the
+        browser only) and the session. Unauthorized exactly as ``authenticate``."""
+        actor = self.authenticate(key)
+        token = secrets.token_urlsafe(32)
+        row = WebSession(
+            id=self._session_id(token),
+            key_id=actor.key_id,
+            csrf_token=secrets.token_urlsafe(32),
+            expires_at=datetime.now(UTC) + lifetime,
+        )
+        with self.db.unit() as tx:
+            tx.keys.end_expired_sessions(datetime.now(UTC))
+            tx.keys.add_session(row)
+            tx.audit.record(actor, "session.start", target=actor.key_id)
+        return token, self.session(token)
+
+    def session(self, token: str | None) -> SignedIn:
+        """The session behind a cookie's token; Unauthorized when it is missing, ended or
+        expired, or its key was revoked or expired since."""
+        if not token or len(token) > MAX_KEY_LENGTH:
+            raise Unauthorized("please sign in", reason="no_session")
+        now = datetime.now(UTC)
+        with self.db.unit() as tx:
+            found = tx.keys.session(self._session_id(token))
+            if found is None:
+                raise Unauthorized("your session has ended; please sign in", reason="no_session")
+            session, key = found
+            usable = key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+            if session.expires_at <= now or not usable:
+                tx.keys.end_session(session.id)
+                raise Unauthorized("your session has ended; please sign in", reason="no_session")
+            return SignedIn(
+                key_id=key.key_id,
+                key_name=key.name,
+                org_id=key.org_id,
+                org_name=tx.keys.org(key.org_id).name,
+                roles=sorted(key.role_set),
+                csrf_token=session.csrf_token,
+                expires_at=session.expires_at,
+            )
+
+    def sign_out(self, token: str | None) -> None:
+        """End the session on the server: its cookie is refused from now on."""
+        if not token or len(token) > MAX_KEY_LENGTH:
+            return
+        with self.db.unit() as tx:
+            found = tx.keys.session(self._session_id(token))
+            if found and tx.keys.end_session(found[0].id):
+                key = found[1]
+                actor = Actor(key.key_id, key.org_id, key.role_set)
+                tx.audit.record(actor, "session.end", target=key.key_id)
+
+    def _session_id(self, token: str) -> str:
+        return api_key_digest(self._hmac_key, "session:" + token)
 
     # -- organisations -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 from service.faces.pipeline import AnalysedFace
+from service.matching.actors import Actor
 from service.matching.ages import expected_age
 from service.registry.models import ApiKey, Case, Photo
 
@@ -207,6 +208,23 @@ class KeyView:
     @classmethod
     def of(cls, row: ApiKey) -> KeyView:
         return copy_of(cls, row, roles=sorted(row.role_set))
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A browser's session: who it acts as, and the token its forms must carry."""
+
+    key_id: str
+    key_name: str
+    org_id: str
+    org_name: str
+    roles: list[str]
+    csrf_token: str
+    expires_at: datetime
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.key_id, self.org_id, frozenset(self.roles))
 
 
 @dataclass(frozen=True)

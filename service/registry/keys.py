@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service.errors import NotFound
-from service.registry.models import ApiKey, Organisation
+from service.registry.models import ApiKey, Organisation, WebSession
 
 
 class KeyRepository:
@@ -56,3 +58,24 @@ class KeyRepository:
     def active_admin_exists(self) -> bool:
         rows = self.s.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)))
         return any("admin" in r.role_set for r in rows)
+
+    # -- web sessions ------------------------------------------------------------------------
+
+    def add_session(self, row: WebSession) -> None:
+        self.s.add(row)
+
+    def session(self, session_id: str) -> tuple[WebSession, ApiKey] | None:
+        row = self.s.execute(
+            select(WebSession, ApiKey)
+            .join(ApiKey, ApiKey.key_id == WebSession.key_id)
+            .where(WebSession.id == session_id)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    def end_session(self, session_id: str) -> bool:
+        done = self.s.execute(delete(WebSession).where(WebSession.id == session_id))
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def end_expired_sessions(self, now: datetime) -> int:
+        done = self.s.execute(delete(WebSession).where(WebSession.expires_at <= now))
+        return int(done.rowcount)  # type: ignore[attr-defined]

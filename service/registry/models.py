@@ -154,6 +154,19 @@ class ApiKey(Base):
         return frozenset(self.roles.split(","))
 
 
+class WebSession(Base):
+    """A signed-in browser: an API key exchanged for a server-side session. Only the
+    token's HMAC is stored; the CSRF token guards the session's forms."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # HMAC of the cookie token
+    key_id: Mapped[str] = mapped_column(String(16), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Sighting(Base):
     """A photo of a child who may be missing, sent by a volunteer."""
 

@@ -104,24 +104,25 @@ class AccessService:
         if not token or len(token) > MAX_KEY_LENGTH:
             raise Unauthorized("please sign in", reason="no_session")
         now = datetime.now(UTC)
+        ended = Unauthorized("your session has ended; please sign in", reason="no_session")
         with self.db.unit() as tx:
             found = tx.keys.session(self._session_id(token))
             if found is None:
-                raise Unauthorized("your session has ended; please sign in", reason="no_session")
+                raise ended
             session, key = found
             usable = key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
-            if session.expires_at <= now or not usable:
-                tx.keys.end_session(session.id)
-                raise Unauthorized("your session has ended; please sign in", reason="no_session")
-            return SignedIn(
-                key_id=key.key_id,
-                key_name=key.name,
-                org_id=key.org_id,
-                org_name=tx.keys.org(key.org_id).name,
-                roles=sorted(key.role_set),
-                csrf_token=session.csrf_token,
-                expires_at=session.expires_at,
-            )
+            if session.expires_at > now and usable:
+                return SignedIn(
+                    key_id=key.key_id,
+                    key_name=key.name,
+                    org_id=key.org_id,
+                    org_name=tx.keys.org(key.org_id).name,
+                    roles=sorted(key.role_set),
+                    csrf_token=session.csrf_token,
+                    expires_at=session.expires_at,
+                )
+            tx.keys.end_session(session.id)  # committed as the unit ends, before refusing
+        raise ended
 
     def sign_out(self, token: str | None) -> None:
         """End the session on the server: its cookie is refused from now on."""

@@ -128,3 +128,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("closing notes")
         for note in notes:
             terminalreporter.write_line(note)
+
+
+# the browser tests' fixtures (Chromium, a real server, sign-in, axe): tests/browser.py
+pytest_plugins = ["tests.browser"]

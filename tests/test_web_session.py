@@ -117,4 +117,5 @@ def test_scripts_get_json_errors_and_browsers_get_pages(browser: TestClient) -> 
     assert as_script.status_code == 403 and as_script.json()["reason"] == "forbidden"
     as_page = browser.post("/admin/retention", headers=PAGE)
     assert as_page.status_code == 403 and "<h1>Not allowed</h1>" in as_page.text
+    assert "Sign out" in as_page.text  # the error page keeps the signed-in header
     assert browser.get("/v1/info", headers=PAGE).json()["reason"] == "missing_key"  # the API

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from service.api.deps import AccessDep, SettingsDep, StateDep
-from service.errors import Unauthorized
+from service.errors import HomewardError, Unauthorized
+from service.matching.views import SignedIn
 from service.web.session import (
     COOKIE,
     Poster,
@@ -106,4 +107,19 @@ def error_page(request: Request, status: int, detail: str, reason: str) -> Respo
     page that says what went wrong."""
     if status == 401 and request.method == "GET":
         return see_other(f"/signin?next={quote(request.url.path)}")
-    return render(request, "error.html", None, status, status=status, detail=detail, reason=reason)
+    visitor = _visitor_if_any(request) if status != 401 else None
+    return render(
+        request, "error.html", visitor, status, status=status, detail=detail, reason=reason
+    )
+
+
+def _visitor_if_any(request: Request) -> SignedIn | None:
+    """The signed-in visitor, so an error page keeps the navigation; None when the session
+    cannot be read (the error may be the database's own)."""
+    state = getattr(request.app.state, "homeward", None)
+    if state is None or not state.ready.is_set():
+        return None
+    try:
+        return state.container.access.session(request.cookies.get(COOKIE))
+    except HomewardError:
+        return None

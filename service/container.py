@@ -23,6 +23,7 @@ from service.matching.egress import EgressPolicy
 from service.matching.enrollment import EnrollmentService
 from service.matching.index_source import RegistryTemplates
 from service.matching.maintenance import MaintenanceService
+from service.matching.preview import PreviewService
 from service.matching.review import ReviewService
 from service.matching.search import Matcher, SearchService
 from service.matching.sightings import SightingService
@@ -166,6 +167,10 @@ class Container:
         return SightingService(self.db, self.uploads, self.photos, self._matcher)
 
     @cached_property
+    def preview(self) -> PreviewService:
+        return PreviewService(self.uploads, self.pipeline)
+
+    @cached_property
     def review(self) -> ReviewService:
         return ReviewService(self.db, self.photos)
 
@@ -204,7 +209,7 @@ class Container:
     def load_all(self) -> None:
         """Everything a server needs, before it answers: the registry, the model, the
         index, the ageing models' holder and the use cases."""
-        for name in ("access", "enrollment", "search", "sightings", "review", "admin"):
+        for name in ("access", "enrollment", "search", "sightings", "preview", "review", "admin"):
             getattr(self, name)
         _ = self.maintenance, self.webhooks
 

@@ -28,6 +28,7 @@ from service.matching.admin import AdminService
 from service.matching.cases import CaseService
 from service.matching.enrollment import EnrollmentService
 from service.matching.maintenance import MaintenanceService
+from service.matching.preview import PreviewService
 from service.matching.review import ReviewService
 from service.matching.search import SearchService
 from service.matching.sightings import SightingService
@@ -78,6 +79,7 @@ CasesDep = Annotated[CaseService, _use_case("cases")]
 EnrollmentDep = Annotated[EnrollmentService, _use_case("enrollment")]
 SearchDep = Annotated[SearchService, _use_case("search")]
 SightingsDep = Annotated[SightingService, _use_case("sightings")]
+PreviewDep = Annotated[PreviewService, _use_case("preview")]
 ReviewDep = Annotated[ReviewService, _use_case("review")]
 AdminDep = Annotated[AdminService, _use_case("admin")]
 MaintenanceDep = Annotated[MaintenanceService, _use_case("maintenance")]

@@ -190,6 +190,7 @@ class QueueItemOut(_FromView):
     rank: int
     status: str
     created_at: datetime
+    confirmations: int = Field(description="confirmations by different reviewers so far")
 
 
 class ReviewOut(_FromView):

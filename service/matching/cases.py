@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.errors import Conflict, InvalidInput
 from service.matching.actors import Actor, Permission
 from service.matching.ages import check_case_dates
-from service.matching.views import CasePage, CaseView
+from service.matching.views import CasePage, CaseView, ConfirmedSighting
 from service.registry.db import Database, UnitOfWork
 from service.registry.photostore import PhotoStore
 from service.search.keeper import IndexKeeper
@@ -85,6 +85,28 @@ class CaseService:
         with self.db.unit() as tx:
             rows, total = tx.cases.page(offset, limit, status, actor.scope, text)
             return CasePage([CaseView.of(c) for c in rows], total, offset, limit)
+
+    def confirmed_sightings(self, actor: Actor, case_id: str) -> list[ConfirmedSighting]:
+        """The sightings reviewers confirmed for one of the actor's cases, newest first."""
+        actor.require(Permission.CASES)
+        with self.db.unit() as tx:
+            tx.cases.get(case_id, actor.scope)
+            candidates = tx.sightings.confirmed_for_case(case_id, actor.scope)
+            confirms = {c.id: [r for r in c.reviews if r.decision == "confirm"] for c in candidates}
+            names = tx.keys.names([r.reviewer for rs in confirms.values() for r in rs])
+            return [
+                ConfirmedSighting(
+                    sighting_id=c.sighting_id,
+                    candidate_id=c.id,
+                    place=c.sighting.place,
+                    seen_at=c.sighting.seen_at,
+                    estimated_age=c.sighting.estimated_age,
+                    score=c.score,
+                    confirmed_by=[names.get(r.reviewer, r.reviewer) for r in confirms[c.id]],
+                    confirmed_at=max((r.created_at for r in confirms[c.id]), default=c.created_at),
+                )
+                for c in candidates
+            ]
 
     def update(self, actor: Actor, case_id: str, changes: CaseChanges) -> CaseView:
         actor.require(Permission.CASES)

@@ -255,6 +255,33 @@ class EnrollmentService:
             )
         return AgedUpload(image.pixels, age_at_photo, aged)
 
+    def age_case_photo(
+        self, actor: Actor, case_id: str, photo_id: str, ages: list[float]
+    ) -> AgedUpload:
+        """A stored case photo's enrolled face (found again by its box, so the right one in
+        a photo of several people) aged to each age, from the photo's age; audited."""
+        actor.require(Permission.CASES)
+        actor.require(Permission.AGEING)
+        if not ages or len(ages) > MAX_AGES_AT_ONCE:
+            raise InvalidInput(f"give 1 to {MAX_AGES_AT_ONCE} target ages")
+        with self.db.unit() as tx:
+            photo = tx.cases.photo(case_id, photo_id, actor.scope)
+            if photo.age_at_photo is None:
+                raise InvalidInput("the photo has no age at photo to age it from")
+            age_at_photo, sex = photo.age_at_photo, photo.case.sex
+            tx.audit.record(
+                actor,
+                "ageing",
+                target=case_id,
+                input_sha256=photo.upload_sha256,
+                results=[photo_id],
+                detail={"from": photo.age_at_photo, "to": ages},
+            )
+        pixels, face = self._stored_face(photo)
+        return AgedUpload(
+            pixels, age_at_photo, self.aged.age_face(pixels, face, age_at_photo, ages, sex)
+        )
+
 
 def _expected_now(case: Case) -> float | None:
     return expected_age(

@@ -31,24 +31,44 @@ class ReviewService:
         self.db = db
         self.photos = photos
 
-    def queue(self, actor: Actor, limit: int = QUEUE_SHOWN) -> list[QueueItem]:
-        """Pending candidates routed to the reviewer's organisation, best scores first."""
+    def queue(
+        self,
+        actor: Actor,
+        limit: int = QUEUE_SHOWN,
+        *,
+        min_score: float | None = None,
+        case_ref: str | None = None,
+        awaiting_me: bool = False,
+    ) -> list[QueueItem]:
+        """Pending candidates routed to the reviewer's organisation, best scores first (newest
+        first among equals); optionally only those scoring at least ``min_score``, whose case
+        ref contains ``case_ref``, or still awaiting this reviewer's decision."""
         actor.require(Permission.REVIEW)
         with self.db.unit() as tx:
-            rows = tx.sightings.queue(actor.scope, limit)
-        return [
-            QueueItem(
-                candidate_id=c.id,
-                sighting_id=c.sighting_id,
-                case_id=c.case_id,
-                external_ref=ref,
-                score=c.score,
-                rank=c.rank,
-                status=c.status,
-                created_at=c.created_at,
+            rows = tx.sightings.queue(
+                actor.scope,
+                limit,
+                min_score=min_score,
+                case_ref=case_ref,
+                not_reviewed_by=actor.key_id if awaiting_me else None,
             )
-            for c, ref in rows
-        ]
+            return [
+                QueueItem(
+                    candidate_id=c.id,
+                    sighting_id=c.sighting_id,
+                    case_id=c.case_id,
+                    external_ref=ref,
+                    score=c.score,
+                    rank=c.rank,
+                    status=c.status,
+                    created_at=c.created_at,
+                    confirmations=_confirmations(c),
+                    my_decision=next(
+                        (r.decision for r in c.reviews if r.reviewer == actor.key_id), None
+                    ),
+                )
+                for c, ref in rows
+            ]
 
     def detail(self, actor: Actor, candidate_id: str) -> CandidateDetail:
         actor.require(Permission.REVIEW)

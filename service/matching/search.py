@@ -12,7 +12,7 @@ from datetime import date
 
 from service.errors import InvalidInput, NoFaceFound
 from service.faces.intake import DecodedImage
-from service.faces.pipeline import AnalysedFace, FacePipeline
+from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline, choose_face
 from service.matching.actors import Actor, Permission
 from service.matching.uploads import Uploads
 from service.matching.views import FaceMatch, MatchResult, RankedCase
@@ -30,6 +30,7 @@ class MatchQuery:
     min_age: float | None = None  # the case's expected age today
     max_age: float | None = None
     min_score: float | None = None  # only raises the server's floor
+    face: FaceChoice | None = None  # only this face of the photo; None: every face
 
 
 class Matcher:
@@ -64,6 +65,8 @@ class Matcher:
             found = self.pipeline.detect(image.pixels)
         if not found:
             raise NoFaceFound("no face was found in the photo")
+        if query.face is not None:
+            found = [choose_face(found, query.face)]
         with self.metrics.stage("embed"):
             faces = [self.pipeline.analyse(image.pixels, face) for face in found]
         with self.metrics.stage("search"):

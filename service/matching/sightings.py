@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from service.errors import InvalidInput, NoFaceFound, NotFound
+from service.faces.pipeline import FaceChoice
 from service.matching.actors import Actor, Permission
 from service.matching.search import Matcher, MatchQuery
 from service.matching.uploads import Uploads
@@ -37,14 +38,21 @@ class SightingService:
         self.photos = photos
         self.matcher = matcher
 
-    def submit(self, actor: Actor, data: bytes, report: SightingReport) -> SightingView:
-        """Store the photo (re-encoded, sealed), match every face against every
-        organisation's cases, and route each candidate to the case's organisation."""
+    def submit(
+        self,
+        actor: Actor,
+        data: bytes,
+        report: SightingReport,
+        face: FaceChoice | None = None,
+    ) -> SightingView:
+        """Store the photo (re-encoded, sealed), match every face (or only the ``face``
+        the volunteer picked) against every organisation's cases, and route each candidate
+        to the case's organisation."""
         actor.require(Permission.SIGHTINGS)
         report = _checked(report)
         image = self.uploads.decode(data)
         try:
-            result = self.matcher.search(image, MatchQuery())
+            result = self.matcher.search(image, MatchQuery(face=face))
         except NoFaceFound as err:  # nothing of a photo without a face is kept
             raise NoFaceFound(
                 "no face was found in the photo; nothing was kept (try a closer, sharper photo)"
@@ -69,7 +77,7 @@ class SightingService:
                     target=sighting.id,
                     input_sha256=image.upload_sha256,
                     results=[c.case_id for c in candidates],
-                    detail={"faces": len(result.faces)},
+                    detail={"faces": len(result.faces), "face_picked": face is not None},
                 )
                 return copy_of(SightingView, sighting)
         except BaseException:

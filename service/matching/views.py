@@ -133,6 +133,20 @@ class SightingView:
 
 
 @dataclass(frozen=True)
+class ConfirmedSighting:
+    """A sighting two reviewers confirmed for a case: where and when the child was seen."""
+
+    sighting_id: str
+    candidate_id: str
+    place: str | None
+    seen_at: datetime | None
+    estimated_age: float | None
+    score: float
+    confirmed_by: list[str]  # the confirming reviewers' key names
+    confirmed_at: datetime  # the last confirmation
+
+
+@dataclass(frozen=True)
 class QueueItem:
     candidate_id: str
     sighting_id: str
@@ -142,6 +156,8 @@ class QueueItem:
     rank: int
     status: str
     created_at: datetime
+    confirmations: int  # by different reviewers so far
+    my_decision: str | None  # the asking reviewer's own decision, if any
 
 
 @dataclass(frozen=True)

@@ -46,15 +46,32 @@ class SightingRepository:
 
     # -- candidates ------------------------------------------------------------------------
 
-    def queue(self, scope: str | None, limit: int) -> list[tuple[Candidate, str | None]]:
-        """Pending candidates (with their case's external ref), best scores first."""
+    def queue(
+        self,
+        scope: str | None,
+        limit: int,
+        *,
+        min_score: float | None = None,
+        case_ref: str | None = None,
+        not_reviewed_by: str | None = None,
+    ) -> list[tuple[Candidate, str | None]]:
+        """Pending candidates (with their case's external ref and their reviews), best scores
+        first and newest first among equal scores; optionally only those scoring at least
+        ``min_score``, whose case ref contains ``case_ref``, or not yet reviewed by a key."""
         query = (
             select(Candidate, Case.external_ref)
             .join(Case, Case.id == Candidate.case_id)
             .where(Candidate.status == "pending")
+            .options(selectinload(Candidate.reviews))
         )
         if scope is not None:
             query = query.where(Candidate.org_id == scope)
+        if min_score is not None:
+            query = query.where(Candidate.score >= min_score)
+        if case_ref:
+            query = query.where(Case.external_ref.icontains(case_ref, autoescape=True))
+        if not_reviewed_by is not None:
+            query = query.where(~Candidate.reviews.any(Review.reviewer == not_reviewed_by))
         query = query.order_by(Candidate.score.desc(), Candidate.created_at.desc()).limit(limit)
         return [(r[0], r[1]) for r in self.s.execute(query)]
 
@@ -89,3 +106,15 @@ class SightingRepository:
     def add_review(self, candidate: Candidate, review: Review) -> None:
         candidate.reviews.append(review)
         self.s.flush()
+
+    def confirmed_for_case(self, case_id: str, scope: str | None) -> list[Candidate]:
+        """A case's confirmed candidates with their sightings and reviews, newest first."""
+        query = (
+            select(Candidate)
+            .where(Candidate.case_id == case_id, Candidate.status == "confirmed")
+            .options(selectinload(Candidate.reviews), selectinload(Candidate.sighting))
+            .order_by(Candidate.created_at.desc())
+        )
+        if scope is not None:
+            query = query.where(Candidate.org_id == scope)
+        return list(self.s.scalars(query))

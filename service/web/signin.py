@@ -120,6 +120,7 @@ def _visitor_if_any(request: Request) -> SignedIn | None:
     if state is None or not state.ready.is_set():
         return None
     try:
-        return state.container.access.session(request.cookies.get(COOKIE))
+        visitor: SignedIn = state.container.access.session(request.cookies.get(COOKIE))
     except HomewardError:
         return None
+    return visitor

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from service.api.deps import CasesDep, EnrollmentDep, StateDep, read_upload, require
+from service.api.forms import MAX_BOX_TEXT, parse_box
 from service.api.schemas import CaseOut, CasePage, EnrollmentOut, jpeg
-from service.errors import InvalidInput
 from service.faces.pipeline import FaceChoice
 from service.matching.actors import Actor, Permission
 from service.matching.cases import CaseChanges, CaseStatus, NewCase
@@ -18,7 +17,6 @@ from service.matching.enrollment import PhotoDetails
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 CasesActor = Annotated[Actor, Depends(require(Permission.CASES))]
-MAX_BOX_TEXT = 200
 
 
 @router.post("", status_code=201, response_model=CaseOut)
@@ -68,7 +66,7 @@ async def add_photo(
         str | None, Form(max_length=MAX_BOX_TEXT, description="[x, y, w, h] of the face to use")
     ] = None,
 ) -> EnrollmentOut:
-    details = PhotoDetails(taken_on, age_at_photo, FaceChoice(face_index, _parse_box(face_box)))
+    details = PhotoDetails(taken_on, age_at_photo, FaceChoice(face_index, parse_box(face_box)))
     data = await read_upload(file, state.container.settings.max_upload_bytes)
     return EnrollmentOut.of(await state.run(enrollment.enroll, actor, case_id, data, details))
 
@@ -87,16 +85,3 @@ def photo_image(case_id: str, photo_id: str, cases: CasesDep, actor: CasesActor)
 def delete_photo(case_id: str, photo_id: str, cases: CasesDep, actor: CasesActor) -> Response:
     cases.delete_photo(actor, case_id, photo_id)
     return Response(status_code=204)
-
-
-def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        values = json.loads(text if text.strip().startswith("[") else f"[{text}]")
-        box = tuple(float(v) for v in values)  # may raise on non-numbers
-    except (ValueError, TypeError, RecursionError) as err:
-        raise InvalidInput("face_box must be four numbers: [x, y, width, height]") from err
-    if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or not all(abs(v) < 1e6 for v in box):
-        raise InvalidInput("face_box must be [x, y, width, height] with positive width and height")
-    return box[0], box[1], box[2], box[3]

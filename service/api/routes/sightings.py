@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from service.api.deps import ReviewDep, SightingsDep, StateDep, read_upload, require
+from service.api.forms import MAX_BOX_TEXT, parse_box
 from service.api.schemas import (
     CandidateDetailOut,
     DecisionIn,
@@ -16,6 +17,7 @@ from service.api.schemas import (
     SightingOut,
     jpeg,
 )
+from service.faces.pipeline import FaceChoice
 from service.matching.actors import Actor, Permission
 from service.matching.sightings import SightingReport
 
@@ -35,10 +37,16 @@ async def submit_sighting(
     seen_at: Annotated[datetime | None, Form(description="when the child was seen")] = None,
     estimated_age: Annotated[float | None, Form(ge=0, le=25)] = None,
     note: Annotated[str | None, Form(max_length=1000)] = None,
+    face_box: Annotated[
+        str | None,
+        Form(max_length=MAX_BOX_TEXT, description="[x, y, w, h]: match only this face"),
+    ] = None,
 ) -> SightingOut:
     report = SightingReport(place, seen_at, estimated_age, note)
+    box = parse_box(face_box)
+    face = None if box is None else FaceChoice(box=box)
     data = await read_upload(file, state.container.settings.max_upload_bytes)
-    return SightingOut.of(await state.run(sightings.submit, actor, data, report))
+    return SightingOut.of(await state.run(sightings.submit, actor, data, report, face))
 
 
 @router.get("/v1/sightings", response_model=list[SightingOut])
@@ -52,8 +60,15 @@ def sighting_status(sighting_id: str, sightings: SightingsDep, actor: Volunteer)
 
 
 @router.get("/v1/review/queue", response_model=list[QueueItemOut])
-def review_queue(review: ReviewDep, actor: Reviewer) -> list[QueueItemOut]:
-    return [QueueItemOut.of(c) for c in review.queue(actor)]
+def review_queue(
+    review: ReviewDep,
+    actor: Reviewer,
+    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    case_ref: Annotated[str | None, Query(max_length=128, description="part of the ref")] = None,
+    awaiting_me: Annotated[bool, Query(description="only those I have not decided")] = False,
+) -> list[QueueItemOut]:
+    items = review.queue(actor, min_score=min_score, case_ref=case_ref, awaiting_me=awaiting_me)
+    return [QueueItemOut.of(c) for c in items]
 
 
 @router.get("/v1/review/{candidate_id}", response_model=CandidateDetailOut)

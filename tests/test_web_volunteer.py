@@ -78,7 +78,7 @@ def test_the_page_shows_the_form_and_only_ones_own_sightings(world: World) -> No
     assert form and 'data-max-side="1600"' in form[0] and 'data-preview-url="/faces"' in form[0]
     for field in ('capture="environment"', 'name="file"', 'name="place"', 'name="seen_at"'):
         assert field in form[0]
-    assert 'name="estimated_age" type="number" min="0" max="25"' in form[0]
+    assert 'name="estimated_age" type="text" inputmode="numeric"' in form[0]
     assert f'href="/sightings/{mine.json()["id"]}"' in page.text and "Park" in page.text
     assert theirs.json()["id"] not in page.text
     assert "<img" not in page.text  # never a gallery photo

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+from service.ageing.progression import MAX_AGE_AT_PHOTO, MAX_TARGET_AGE
+from service.ageing.templates import MIN_GAP_YEARS
 from service.errors import InvalidInput
 
 DAYS_PER_YEAR = 365.25
@@ -41,3 +43,12 @@ def check_case_dates(
             raise InvalidInput(f"{name} is in the future")
     if birth_date and missing_since and missing_since < birth_date:
         raise InvalidInput("missing_since is before birth_date")
+
+
+def aged_preview_age(age_at_photo: float | None, expected_now: float | None) -> float | None:
+    """The age to show a photo's face at (the child's expected age today), when the growth
+    model reaches it: a photo of a child at most 20, aged at least a year on, to 25 at most."""
+    if expected_now is None or age_at_photo is None or age_at_photo > MAX_AGE_AT_PHOTO:
+        return None
+    fits = age_at_photo + MIN_GAP_YEARS <= expected_now <= MAX_TARGET_AGE
+    return expected_now if fits else None

@@ -12,8 +12,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.ageing import MAX_AGE_AT_PHOTO, MAX_TARGET_AGE
-from service.ageing.templates import MIN_GAP_YEARS
+from service.ageing import MAX_TARGET_AGE
 from service.api.deps import CasesDep, EnrollmentDep, StateDep, read_upload
 from service.api.errors import status_of
 from service.api.forms import MAX_BOX_TEXT, parse_box
@@ -31,6 +30,7 @@ from service.errors import (
 )
 from service.faces.pipeline import FaceChoice
 from service.matching.actors import Actor, Permission
+from service.matching.ages import aged_preview_age
 from service.matching.cases import CaseChanges, CaseService, CaseStatus, NewCase
 from service.matching.enrollment import EnrollmentService, PhotoDetails
 from service.matching.views import CaseView, PhotoView, SignedIn
@@ -292,12 +292,7 @@ def case_context(cases: CaseService, actor: Actor, case_id: str) -> dict[str, An
 
 
 def preview_age(case: CaseView, photo: PhotoView) -> float | None:
-    """The age to show the photo's face at: the child's expected age today, when the growth
-    model reaches it (a photo at most 20 years old, aged at least a year on, to 25 at most)."""
-    now, then = case.expected_age_today, photo.age_at_photo
-    if now is None or then is None or then > MAX_AGE_AT_PHOTO:
-        return None
-    return now if then + MIN_GAP_YEARS <= now <= MAX_TARGET_AGE else None
+    return aged_preview_age(photo.age_at_photo, case.expected_age_today)
 
 
 def can_age(actor: Actor, case: CaseView, photo: PhotoView) -> bool:

@@ -12,13 +12,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from service.ageing.growth import SEXES
-from service.ageing.progression import MAX_AGE_AT_PHOTO, MAX_TARGET_AGE
-from service.ageing.templates import MIN_GAP_YEARS
 from service.api.deps import EnrollmentDep, ReviewDep, StateDep
 from service.api.routes.ageing import encode
 from service.api.schemas import jpeg
 from service.errors import NotFound
 from service.matching.actors import Actor, Permission
+from service.matching.ages import aged_preview_age
 from service.matching.review import REVIEWERS_NEEDED, ReviewService
 from service.matching.views import CaseView, PhotoView, QueueItem, SignedIn
 from service.web.session import Poster, page_for, render, see_other
@@ -161,12 +160,9 @@ async def aged_image(
 
 
 def aged_ages(case: CaseView, photo: PhotoView) -> tuple[float, float] | None:
-    """(age at the photo, age to show it at): the case's expected age today, when the growth
-    model covers both and the child has grown at least a year since the photo."""
-    then, now = photo.age_at_photo, case.expected_age_today
-    if then is None or now is None or then > MAX_AGE_AT_PHOTO or now > MAX_TARGET_AGE:
-        return None
-    return (then, now) if now >= then + MIN_GAP_YEARS else None
+    """(age at the photo, age to show it at), when an aged preview applies."""
+    now = aged_preview_age(photo.age_at_photo, case.expected_age_today)
+    return None if now is None or photo.age_at_photo is None else (photo.age_at_photo, now)
 
 
 def next_candidate(queue: list[QueueItem], current: str) -> str | None:

@@ -11,6 +11,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
@@ -20,6 +22,7 @@ from service.errors import Conflict, InvalidInput, StorageFull, StorageUnavailab
 from service.registry.audit import AuditRepository
 from service.registry.cases import CaseRepository
 from service.registry.keys import KeyRepository
+from service.registry.links import LinkRepository
 from service.registry.meta import MetaRepository
 from service.registry.outbox import OutboxRepository
 from service.registry.sightings import SightingRepository
@@ -50,13 +53,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (the newest by default; an older one downgrades).
+
+    On SQLite, foreign keys are off while the migrations run: Alembic rebuilds a table to
+    alter it (copy, drop, rename), and dropping ``cases`` with foreign keys on would
+    cascade to every photo and template. The keys are checked before the commit."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:  # a pragma that is a no-op inside a transaction: set before it begins
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                current = MigrationContext.configure(connection).get_current_revision()
+                if revision == "head" or _is_ahead(config, revision, current):
+                    command.upgrade(config, revision)
+                else:
+                    command.downgrade(config, revision)
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise RuntimeError("a migration left rows pointing at nothing")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def _is_ahead(config: Config, revision: str, current: str | None) -> bool:
+    """Whether ``revision`` comes after ``current`` in the migration history."""
+    if current is None:
+        return True
+    script = ScriptDirectory.from_config(config)
+    return current in {r.revision for r in script.iterate_revisions(revision, "base")}
 
 
 class UnitOfWork:
@@ -68,6 +98,7 @@ class UnitOfWork:
         self.templates = TemplateRepository(session)
         self.sightings = SightingRepository(session)
         self.keys = KeyRepository(session)
+        self.links = LinkRepository(session)
         self.audit = AuditRepository(session)
         self.outbox = OutboxRepository(session)
         self.meta = MetaRepository(session)

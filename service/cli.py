@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from service.container import Container
 from service.errors import HomewardError
+from service.faces.pipeline import FaceChoice
 from service.matching.access import ADMIN_ORG
 from service.matching.actors import ROLES, Actor
 from service.matching.backup import restore as restore_archive
@@ -152,18 +153,25 @@ def enroll(c: Container, csv_file: Path, org: str, create_org: bool) -> None:
 
     One row per photo: external_ref, display_name, photo (path, relative to the CSV), and
     optionally sex, birth_date, age_at_disappearance, missing_since, region, taken_on,
-    age_at_photo. Rows with the same external_ref belong to one case.
+    age_at_photo, face_index (0 = largest; needed when the photo shows several faces).
+    Rows with the same external_ref belong to one case. A poor face (small, blurred,
+    turned) is enrolled with its issues recorded.
     """
     rows = read_csv(csv_file)
     actor = admin_of(c, org, create=create_org)
     rejected: list[tuple[int, str, str]] = []
+    flagged = 0
     for line, row in tqdm(rows, desc="enrolling", unit="photo"):
         try:
             fields, data, details = parse_row(row, csv_file.parent)
-            c.enrollment.enroll_record(actor, fields, data, details)
+            enrolled = c.enrollment.enroll_record(actor, fields, data, details)
+            flagged += bool(enrolled.photo.quality_issues)
         except (HomewardError, ValidationError, ValueError, OSError) as err:
             rejected.append((line, row.get("photo", ""), _reason(err)))
-    click.echo(f"enrolled {len(rows) - len(rejected)} photo(s); rejected {len(rejected)}")
+    click.echo(
+        f"enrolled {len(rows) - len(rejected)} photo(s) ({flagged} with quality issues); "
+        f"rejected {len(rejected)}"
+    )
     for reason, count in Counter(_kind(r) for _, _, r in rejected).most_common():
         click.echo(f"  {count:5d}  {reason}")
     for line, photo, reason in rejected:
@@ -187,6 +195,7 @@ def parse_row(row: dict[str, str], base: Path) -> tuple[NewCase, bytes, PhotoDet
     details = PhotoDetails(
         taken_on=date.fromisoformat(row["taken_on"]) if row.get("taken_on") else None,
         age_at_photo=float(row["age_at_photo"]) if row.get("age_at_photo") else None,
+        choice=FaceChoice(int(row["face_index"]) if row.get("face_index") else None),
     )
     return NewCase.model_validate(fields), data, details
 
@@ -305,6 +314,85 @@ def reembed(c: Container) -> None:
     with user_errors():
         done = c.enrollment.reembed(admin_of(c))
     click.echo(f"embedded {done} photo(s) with {c.pipeline.model_id}")
+
+
+# -- duplicate cases -----------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@click.option("--min-score", type=click.FloatRange(-1, 1), help="only raises the threshold")
+@click.option("--same-org", is_flag=True, help="also pairs within one organisation")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100))
+@click.pass_context
+def duplicates(
+    ctx: click.Context, min_score: float | None, same_org: bool, offset: int, limit: int
+) -> None:
+    """Pairs of cases, across organisations, whose photos score at or above the calibrated
+    threshold (possible duplicates, strongest first); `duplicates link` links a pair."""
+    if ctx.invoked_subcommand is not None:
+        return
+    c: Container = ctx.obj
+    with user_errors():
+        found = c.duplicates.find(admin_of(c), min_score, same_org, offset, limit)
+    click.echo(f"model {found.model_id}, threshold {found.threshold:.4f}: {found.total} pair(s)")
+    click.echo(f"  {'score':>6}  {'case a':42}  {'case b':42}  linked")
+    for pair in found.pairs:
+        sides = [
+            f"{side.external_ref or side.case_id} ({side.org_name})"
+            for side in (pair.case_a, pair.case_b)
+        ]
+        linked = f"yes (link {pair.link_id})" if pair.linked else "no"
+        click.echo(f"  {pair.score:6.3f}  {sides[0]:42}  {sides[1]:42}  {linked}")
+        click.echo(f"  {'':6}  {pair.case_a.case_id:42}  {pair.case_b.case_id:42}")
+    if found.total > offset + len(found.pairs):
+        click.echo(f"{found.total - offset - len(found.pairs)} more: --offset {offset + limit}")
+    click.echo("These are possible duplicates for people to check, not matches.")
+
+
+@duplicates.command("link")
+@click.argument("case_a")
+@click.argument("case_b")
+@click.option("--note", help="why they are one child (e.g. who checked)")
+@click.pass_obj
+def duplicates_link(c: Container, case_a: str, case_b: str, note: str | None) -> None:
+    """Record that the cases CASE_A and CASE_B (ids) are the same child."""
+    with user_errors():
+        link = c.duplicates.link(admin_of(c), case_a, case_b, note)
+    click.echo(
+        f"linked {link.case_a.external_ref or link.case_a.case_id} ({link.case_a.org_name}) "
+        f"and {link.case_b.external_ref or link.case_b.case_id} ({link.case_b.org_name}): "
+        f"link {link.id}"
+    )
+
+
+@duplicates.command("unlink")
+@click.argument("link_id", type=int)
+@click.pass_obj
+def duplicates_unlink(c: Container, link_id: int) -> None:
+    """Remove a link (its id is shown by `duplicates` and `duplicates links`)."""
+    with user_errors():
+        c.duplicates.unlink(admin_of(c), link_id)
+    click.echo(f"removed link {link_id}")
+
+
+@duplicates.command("links")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.pass_obj
+def duplicates_links(c: Container, offset: int) -> None:
+    """The links people recorded, oldest first (100 at a time)."""
+    with user_errors():
+        page = c.duplicates.links(admin_of(c), offset)
+    click.echo(f"{page.total} link(s)")
+    for link in page.items:
+        sides = [
+            f"{side.external_ref or side.case_id} ({side.org_name})"
+            for side in (link.case_a, link.case_b)
+        ]
+        click.echo(
+            f"  {link.id:>5}  {sides[0]}  =  {sides[1]}  by {link.linked_by} "
+            f"{_when(link.created_at)}" + (f": {link.note}" if link.note else "")
+        )
 
 
 # -- the index -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from service.matching.access import AccessService
 from service.matching.admin import AdminService
 from service.matching.backup import BackupService
 from service.matching.cases import CaseService
+from service.matching.duplicates import DuplicateService
 from service.matching.egress import EgressPolicy
 from service.matching.enrollment import EnrollmentService
 from service.matching.index_source import RegistryTemplates
@@ -189,6 +190,10 @@ class Container:
             resolve_backend_name(self.settings),
             self.photos_readable,
         )
+
+    @cached_property
+    def duplicates(self) -> DuplicateService:
+        return DuplicateService(self.settings, self.db, self.index)
 
     @cached_property
     def backups(self) -> BackupService:

@@ -39,9 +39,24 @@ class NoFaceFound(HomewardError):
 
 
 class FaceRejected(HomewardError):
-    """A face was found but is not good enough to enroll, or the client's choice is invalid."""
+    """A face was found but the client's choice of face is invalid (out of range, no face
+    at the given box)."""
 
     reason = "face_rejected"
+
+
+class SeveralFaces(FaceRejected):
+    """A photo to enroll shows several faces and the client did not say which is the child's
+    (a poor face is enrolled, but never a guessed one)."""
+
+    reason = "several_faces"
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"{count} faces were found; choose the child's with face_index (0 is the "
+            "largest, faces ordered by size) or face_box ([x, y, w, h])"
+        )
+        self.count = count
 
 
 class NotFound(HomewardError):

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     default_candidates: int = Field(default=20, ge=1, le=50)
     max_candidates: int = Field(default=50, ge=1, le=50)
 
-    min_face_px: int = Field(default=40, ge=8, description="enrollment: shorter side of the box")
+    # a face below these is flagged with a quality issue, never refused (enrolled or matched)
+    min_face_px: int = Field(default=40, ge=8, description="shorter side of the box")
     min_sharpness: float = Field(default=10.0, ge=0, description="Laplacian variance, 112px chip")
     max_yaw_degrees: float = Field(default=65.0, gt=0, le=90)
     min_detection_score: float = Field(default=0.6, gt=0, lt=1)
@@ -98,6 +99,13 @@ class Settings(BaseSettings):
     secrets_file: Path = Path.home() / ".config" / "homeward" / "secrets.json"
 
     score_floor: float = Field(default=0.0, ge=-1, le=1, description="clients may only raise it")
+    duplicate_threshold: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="score at or above which two cases are listed as possible duplicates; "
+        "default: the one calibrated for the model (service/matching/data/duplicates.json)",
+    )
     case_retention_days: float = Field(default=30, ge=0)
     sighting_retention_days: float = Field(default=90, ge=0)
     rate_limits: dict[str, int] = Field(

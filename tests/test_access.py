@@ -98,6 +98,10 @@ ROUTES: list[tuple[str, str, Permission, dict]] = [
     ("get", "/v1/admin/audit/verify", Permission.ADMIN, {}),
     ("post", "/v1/admin/retention/run", Permission.ADMIN, {}),
     ("get", "/v1/admin/webhooks/deliveries", Permission.ADMIN, {}),
+    ("get", "/v1/admin/duplicates", Permission.ADMIN, {}),
+    ("post", "/v1/admin/duplicates/links", Permission.ADMIN, {"json": {}}),
+    ("get", "/v1/admin/duplicates/links", Permission.ADMIN, {}),
+    ("delete", "/v1/admin/duplicates/links/1", Permission.ADMIN, {}),
 ]
 
 
@@ -109,6 +113,7 @@ def test_routes_table_covers_every_route(client: TestClient) -> None:
         "{sighting_id}": "none",
         "{candidate_id}": "none",
         "{key_id}": "none",
+        "{link_id}": "1",
     }
     for path, methods in client.app.openapi()["paths"].items():
         if path in ("/healthz", "/readyz"):

@@ -56,7 +56,7 @@ def write_enrollment_csv(folder: Path) -> Path:
 def test_enroll_then_match(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["enroll", str(write_enrollment_csv(tmp_path))])
     assert result.exit_code == 0, result.output
-    assert "enrolled 6 photo(s); rejected 3" in result.output
+    assert "enrolled 6 photo(s) (0 with quality issues); rejected 3" in result.output
     assert "no face was found in the photo" in result.output
     assert "photo file not found" in result.output
     assert "invalid case fields" in result.output

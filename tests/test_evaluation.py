@@ -80,7 +80,8 @@ def test_roles_protocol_writes_figures_json_and_plot(runner: CliRunner, tmp_path
     assert len(fig["cmc"]) == 50 and fig["cmc"][-1] == pytest.approx(6 / 7)
     assert fig["gallery"] == {
         "cases": 6, "photos": 6, "enrollment_failures": 0, "failure_reasons": {},
-        "failed_photos": [],
+        "failed_photos": [], "enrolled_with_quality_issues": 0, "quality_issues": {},
+        "several_faces_largest_enrolled": 0,
     }  # fmt: skip
     ver = fig["verification"]
     assert (ver["genuine_pairs"], ver["impostor_pairs"]) == (6, 30)  # probes with a face x 6

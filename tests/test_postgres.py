@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from service.settings import Settings
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
+from tests.test_only_photo import check_upgrade_from_0004
 
 pytestmark = pytest.mark.postgres
 
@@ -72,3 +73,11 @@ def test_service_on_postgres(
     with start_app(settings) as again:
         info = again.get("/v1/info").json()
         assert info["index_opened"] == "loaded" and info["index_size"] == 2
+
+
+def test_photo_quality_migration_on_postgres(
+    postgres_url: str,
+    make_settings: Callable[..., Settings],
+    start_app: Callable[[Settings], TestClient],
+) -> None:
+    check_upgrade_from_0004(make_settings(database_url=postgres_url), start_app)

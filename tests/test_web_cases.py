@@ -183,10 +183,14 @@ def test_a_face_chosen_in_a_group_photo_is_enrolled_and_aged(world: World) -> No
     # the aged preview ages the enrolled face (the photo has six: none is taken by default)
     assert is_jpeg(page.get(f"/cases/{case_id}/photos/{picked['id']}/aged.jpg"))
 
-    # without the script: a face number (1 = the largest), else the largest face
+    # without the script: a face number (1 = the largest); none is guessed in a group photo
     flipped = encode(cv2.flip(t1_bgr(), 1))
     assert add_photo(page, case_id, flipped, face_number="3").status_code == 200
-    assert add_photo(page, case_id, encode(t1_bgr(), quality=80)).status_code == 200
+    unchosen = add_photo(page, case_id, encode(t1_bgr(), quality=80))
+    assert unchosen.status_code == 422 and "shows 6 faces" in unchosen.text
+    assert "enter the child&#39;s face number" in unchosen.text
+    chosen = add_photo(page, case_id, encode(t1_bgr(), quality=80), face_number="1")
+    assert chosen.status_code == 200
     _, third, largest = registry.get(f"/v1/cases/{case_id}").json()["photos"]
     assert third["face_box"] != largest["face_box"]
     assert page.get(f"/cases/{case_id}/photos/{largest['id']}/aged.jpg").status_code == 404

@@ -26,6 +26,7 @@ from service.matching.access import AccessService
 from service.matching.actors import Actor, Permission
 from service.matching.admin import AdminService
 from service.matching.cases import CaseService
+from service.matching.duplicates import DuplicateService
 from service.matching.enrollment import EnrollmentService
 from service.matching.maintenance import MaintenanceService
 from service.matching.preview import PreviewService
@@ -83,6 +84,7 @@ PreviewDep = Annotated[PreviewService, _use_case("preview")]
 ReviewDep = Annotated[ReviewService, _use_case("review")]
 AdminDep = Annotated[AdminService, _use_case("admin")]
 MaintenanceDep = Annotated[MaintenanceService, _use_case("maintenance")]
+DuplicatesDep = Annotated[DuplicateService, _use_case("duplicates")]
 SettingsDep = Annotated[Settings, _use_case("settings")]
 
 _api_key_header = APIKeyHeader(

@@ -35,6 +35,10 @@ class PhotoOut(_FromView):
     face_box: list[float]
     created_at: datetime
     template_kinds: list[str] = Field(description="original, and aged when age progression ran")
+    quality_issues: list[str] = Field(
+        description="the enrolled face's quality issues (small, blurred, turned): a poor face "
+        "is enrolled all the same, and these say how far to trust its scores"
+    )
 
 
 class CaseOut(_FromView):
@@ -92,7 +96,9 @@ class EnrollmentOut(BaseModel):
     aged_templates: list[float] = Field(
         description="ages of the aged templates enrolled with the photo (age progression)"
     )
-    warnings: list[str]
+    warnings: list[str] = Field(
+        description="the face's quality issues (it is enrolled all the same) and age progression's"
+    )
 
     @classmethod
     def of(cls, e: views.Enrollment) -> EnrollmentOut:
@@ -216,6 +222,7 @@ class CasePhotoRef(BaseModel):
     age_at_photo: float | None
     taken_on: date | None
     template_kinds: list[str]
+    quality_issues: list[str]
 
 
 class CandidateDetailOut(BaseModel):
@@ -245,6 +252,7 @@ class CandidateDetailOut(BaseModel):
                 age_at_photo=p.age_at_photo,
                 taken_on=p.taken_on,
                 template_kinds=p.template_kinds,
+                quality_issues=p.quality_issues,
             )
             for p in d.case.photos
         ]
@@ -366,3 +374,54 @@ class IndexStatsOut(_FromView):
     opened: str
     transform: str
     snapshot_dir: str
+
+
+class CaseRefOut(_FromView):
+    case_id: str
+    external_ref: str | None
+    org_id: str
+    org_name: str
+
+
+class DuplicatePairOut(_FromView):
+    case_a: CaseRefOut
+    case_b: CaseRefOut
+    score: float = Field(description="the best score of an original template of each case")
+    photo_a: str = Field(description="case_a's photo of that best-scoring pair")
+    photo_b: str
+    same_org: bool
+    linked: bool
+    link_id: int | None
+
+
+class DuplicatesOut(_FromView):
+    model_id: str
+    threshold: float = Field(description="the calibrated threshold, or a higher min_score")
+    pairs: list[DuplicatePairOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class LinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    case_a: str = Field(min_length=1, max_length=32)
+    case_b: str = Field(min_length=1, max_length=32)
+    note: str | None = Field(None, max_length=1000)
+
+
+class CaseLinkOut(_FromView):
+    id: int
+    case_a: CaseRefOut
+    case_b: CaseRefOut
+    note: str | None
+    linked_by: str = Field(description="the id of the key that linked them")
+    created_at: datetime
+
+
+class CaseLinkPageOut(_FromView):
+    items: list[CaseLinkOut]
+    total: int
+    offset: int
+    limit: int

@@ -122,7 +122,7 @@ def evaluate(
     except HomewardError as err:
         raise click.ClickException(str(err)) from err
     fig = {"protocol": protocol, "dataset": str(dataset.resolve()), **figures(outcome, top_k)}
-    fig["quality_gate"] = {
+    fig["quality_flags"] = {  # flagged on enrolled faces, not refused
         "min_face_px": settings.min_face_px,
         "min_sharpness": settings.min_sharpness,
         "max_yaw_degrees": settings.max_yaw_degrees,

@@ -44,6 +44,9 @@ def figures(outcome: Outcome, top_k: int) -> dict[str, Any]:
             "enrollment_failures": len(outcome.gallery.failures),
             "failure_reasons": reason_counts(r for _, r in outcome.gallery.failures),
             "failed_photos": [{"photo": n, "reason": r} for n, r in outcome.gallery.failures],
+            "enrolled_with_quality_issues": len({n for n, _ in outcome.gallery.flagged}),
+            "quality_issues": reason_counts(i for _, i in outcome.gallery.flagged),
+            "several_faces_largest_enrolled": len(outcome.gallery.several_faces),
         },
         "verification": verification(outcome.genuine, outcome.impostor),
         "cmc": curve,
@@ -82,6 +85,11 @@ def table(fig: dict[str, Any]) -> str:
     fails = f"{gallery['enrollment_failures']} of {gallery['photos']} photos"
     rows.append(("gallery enrollment failures", fails))
     rows += [(f"  {n:4d}  {r}", "") for r, n in gallery["failure_reasons"].items()]
+    flagged = f"{gallery['enrolled_with_quality_issues']} of {gallery['photos']} photos"
+    rows.append(("gallery enrolled with quality issues", flagged))
+    rows += [(f"  {n:4d}  {r}", "") for r, n in gallery["quality_issues"].items()]
+    several = f"{gallery['several_faces_largest_enrolled']} photos (the largest face enrolled)"
+    rows.append(("gallery with several faces", several))
     for far in FARS:
         point = ver[f"far_{far:g}"]
         value = f"{point['tar']:.3f} (threshold {point['threshold']:.3f})" if point else "-"

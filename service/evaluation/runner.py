@@ -8,7 +8,7 @@ import logging
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,15 @@ from pydantic import SecretStr
 from tqdm import tqdm
 
 from service.container import Container
-from service.errors import HomewardError, NoFaceFound
+from service.errors import HomewardError, NoFaceFound, SeveralFaces
 from service.evaluation.metrics import Scores, Templates, pair_scores
-from service.evaluation.protocols import GalleryCase, Plan, Probe
+from service.evaluation.protocols import GalleryCase, Plan, Probe, Sample
+from service.faces.pipeline import FaceChoice
 from service.matching.actors import SYSTEM, Actor
 from service.matching.cases import NewCase
 from service.matching.enrollment import PhotoDetails
 from service.matching.search import MatchQuery
+from service.matching.views import Enrollment
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class Gallery:
     identity: dict[str, str] = field(default_factory=dict)  # case id -> identity
     photos: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason)
+    flagged: list[tuple[str, str]] = field(default_factory=list)  # (photo, quality issue)
+    several_faces: list[str] = field(default_factory=list)  # photos: the largest enrolled
 
 
 @dataclass
@@ -126,7 +130,8 @@ def evaluator(svc: Container) -> Actor:
 
 
 def enroll_gallery(svc: Container, actor: Actor, cases: list[GalleryCase]) -> Gallery:
-    """One case per gallery entry; photos that fail enrollment are recorded and left out."""
+    """One case per gallery entry, each photo enrolled whatever its face's quality (its
+    issues are counted); photos that fail enrollment are recorded and left out."""
     gallery = Gallery()
     bar = tqdm(total=sum(len(c.photos) for c in cases), desc="enrolling", unit="photo")
     for entry in cases:
@@ -137,14 +142,28 @@ def enroll_gallery(svc: Container, actor: Actor, cases: list[GalleryCase]) -> Ga
         for photo in entry.photos:
             gallery.photos += 1
             try:
-                svc.enrollment.enroll(
-                    actor, case.id, photo.file.read_bytes(), PhotoDetails(age_at_photo=photo.age)
-                )
+                enrolled = enroll_photo(svc, actor, case.id, photo, gallery)
+                gallery.flagged += [(photo.name, i) for i in enrolled.photo.quality_issues]
             except HomewardError as err:
                 gallery.failures.append((photo.name, str(err)))
             bar.update()
     bar.close()
     return gallery
+
+
+def enroll_photo(
+    svc: Container, actor: Actor, case_id: str, photo: Sample, gallery: Gallery
+) -> Enrollment:
+    """A photo of one labelled person. Where several faces are found (the others mostly
+    false detections) and the service asks for a choice, the largest is taken, as for a
+    probe; such photos are counted."""
+    data, details = photo.file.read_bytes(), PhotoDetails(age_at_photo=photo.age)
+    try:
+        return svc.enrollment.enroll(actor, case_id, data, details)
+    except SeveralFaces:
+        pass
+    gallery.several_faces.append(photo.name)
+    return svc.enrollment.enroll(actor, case_id, data, replace(details, choice=FaceChoice(0)))
 
 
 def case_dates(entry: GalleryCase, today: date | None = None) -> dict[str, Any]:

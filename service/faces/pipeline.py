@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import FaceRejected, NoFaceFound
+from service.errors import FaceRejected, NoFaceFound, SeveralFaces
 from service.faces.base import (
     DetectedFace,
     FaceBackend,
@@ -92,16 +92,15 @@ class FacePipeline:
         return [self.analyse(image, face) for face in self.detect(image)]
 
     def analyse_for_enrollment(self, image: Image, choice: FaceChoice | None) -> AnalysedFace:
-        """The chosen (default: largest) face, refused when its quality is too low."""
+        """The photo's only face, or the chosen one when it holds several. Never refused for
+        its quality (a family may have no better photo): its issues are in ``quality``."""
         faces = self.detect(image)
         if not faces:
             raise NoFaceFound("no face was found in the photo")
-        analysed = self.analyse(image, choose_face(faces, choice or FaceChoice()))
-        if not analysed.quality.acceptable:
-            raise FaceRejected(
-                "face not good enough to enroll: " + "; ".join(analysed.quality.issues)
-            )
-        return analysed
+        choice = choice or FaceChoice()
+        if len(faces) > 1 and choice.index is None and choice.box is None:
+            raise SeveralFaces(len(faces))
+        return self.analyse(image, choose_face(faces, choice))
 
 
 def choose_face(faces: list[DetectedFace], choice: FaceChoice) -> DetectedFace:

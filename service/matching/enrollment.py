@@ -14,8 +14,8 @@ from service.ageing import AgedFace, contact_sheet
 from service.ageing.templates import AgedTemplates, target_ages
 from service.errors import Conflict, HomewardError, InvalidInput, NoFaceFound
 from service.faces.base import DetectedFace, Image
-from service.faces.intake import decode_stored
-from service.faces.pipeline import FaceChoice, FacePipeline, choose_face
+from service.faces.intake import DecodedImage, decode_stored
+from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline, choose_face
 from service.matching.actors import SYSTEM, Actor, Permission
 from service.matching.ages import expected_age
 from service.matching.cases import CaseService, NewCase
@@ -76,7 +76,9 @@ class EnrollmentService:
         self.cases = cases
 
     def enroll(self, actor: Actor, case_id: str, data: bytes, details: PhotoDetails) -> Enrollment:
-        """One photo of a case: refused (422) when its face is not good enough to enroll."""
+        """One photo of a case, whatever its face's quality (a family may have no other):
+        the quality issues are recorded on the photo and returned as warnings. Refused
+        (422) only with no face, or several faces and no choice among them."""
         actor.require(Permission.CASES)
         if details.taken_on is not None and details.taken_on > date.today():
             raise InvalidInput("taken_on is in the future")
@@ -84,19 +86,11 @@ class EnrollmentService:
             case = CaseView.of(tx.cases.get(case_id, actor.scope))
         image = self.uploads.decode(data)
         analysed = self.pipeline.analyse_for_enrollment(image.pixels, details.choice)
+        issues = list(analysed.quality.issues)  # recorded and returned, never a refusal
         aged, warnings = self._aged_templates(
             image.pixels, analysed.face, case.sex, details.age_at_photo, case.expected_age_today
         )
-        photo = Photo(
-            id=new_id(),
-            upload_sha256=image.upload_sha256,
-            width=image.width,
-            height=image.height,
-            taken_on=details.taken_on,
-            age_at_photo=details.age_at_photo,
-            face_box=json.dumps([round(v, 1) for v in analysed.face.box]),
-        )
-        photo.stored_name = f"{photo.id}.jpg"
+        photo = _new_photo(image, details, analysed)
         original = NewTemplate(self.model_id, analysed.template, age=details.age_at_photo)
         self.photos.put(photo.stored_name, image.clean_jpeg)
         try:
@@ -111,14 +105,15 @@ class EnrollmentService:
                     target=case_id,
                     input_sha256=image.upload_sha256,
                     results=[photo.id],
-                    detail={"aged_templates": len(aged)},
+                    detail={"aged_templates": len(aged), "quality_issues": issues},
                 )
                 view = PhotoView.of(photo)
         except BaseException:
             self.photos.delete(photo.stored_name)
             raise
         self.index.catch_up()
-        return Enrollment(view, analysed, self.model_id, [t.age or 0.0 for t in aged], warnings)
+        ages = [t.age or 0.0 for t in aged]
+        return Enrollment(view, analysed, self.model_id, ages, [*issues, *warnings])
 
     def enroll_record(
         self, actor: Actor, fields: NewCase, data: bytes, details: PhotoDetails
@@ -211,6 +206,7 @@ class EnrollmentService:
             with self.db.unit() as tx:
                 stored = tx.cases.photo_by_id(photo.id)
                 if stored is not None:
+                    stored.quality_issues = json.dumps(list(analysed.quality.issues))
                     tx.templates.add(stored, [original, *aged])
                     done += 1
         with self.db.unit() as tx:
@@ -281,6 +277,21 @@ class EnrollmentService:
         return AgedUpload(
             pixels, age_at_photo, self.aged.age_face(pixels, face, age_at_photo, ages, sex)
         )
+
+
+def _new_photo(image: DecodedImage, details: PhotoDetails, analysed: AnalysedFace) -> Photo:
+    photo = Photo(
+        id=new_id(),
+        upload_sha256=image.upload_sha256,
+        width=image.width,
+        height=image.height,
+        taken_on=details.taken_on,
+        age_at_photo=details.age_at_photo,
+        face_box=json.dumps([round(v, 1) for v in analysed.face.box]),
+        quality_issues=json.dumps(list(analysed.quality.issues)),
+    )
+    photo.stored_name = f"{photo.id}.jpg"
+    return photo
 
 
 def _expected_now(case: Case) -> float | None:

@@ -33,11 +33,18 @@ class PhotoView:
     face_box: list[float]
     created_at: datetime
     template_kinds: list[str]
+    quality_issues: list[str]  # the enrolled face's (small, blurred, turned): enrolled anyway
 
     @classmethod
     def of(cls, photo: Photo) -> PhotoView:
         kinds = sorted({t.kind for t in photo.templates})  # build views inside the unit of work
-        return copy_of(cls, photo, face_box=json.loads(photo.face_box), template_kinds=kinds)
+        return copy_of(
+            cls,
+            photo,
+            face_box=json.loads(photo.face_box),
+            template_kinds=kinds,
+            quality_issues=json.loads(photo.quality_issues or "[]"),
+        )
 
 
 @dataclass(frozen=True)
@@ -310,3 +317,59 @@ class ServiceInfo:
     photos_readable: bool
     score_floor: float
     limits: dict[str, int | float]
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """A case as the duplicate lists show it to administrators: never a name or a photo."""
+
+    case_id: str
+    external_ref: str | None
+    org_id: str
+    org_name: str
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    """Two cases whose best pair of original templates scores at or above the threshold;
+    ``photo_a`` and ``photo_b`` are that pair's photos."""
+
+    case_a: CaseRef
+    case_b: CaseRef
+    score: float
+    photo_a: str
+    photo_b: str
+    same_org: bool
+    link_id: int | None  # the link, when people already linked the two
+
+    @property
+    def linked(self) -> bool:
+        return self.link_id is not None
+
+
+@dataclass(frozen=True)
+class DuplicateList:
+    model_id: str
+    threshold: float  # the calibrated (or configured) one, or the client's higher min_score
+    pairs: list[DuplicatePair]  # this page's, strongest first
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class CaseLinkView:
+    id: int
+    case_a: CaseRef
+    case_b: CaseRef
+    note: str | None
+    linked_by: str  # api key id
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CaseLinkPage:
+    items: list[CaseLinkView]
+    total: int
+    offset: int
+    limit: int

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -84,6 +86,9 @@ class Photo(Base):
     taken_on: Mapped[date | None] = mapped_column(Date)
     age_at_photo: Mapped[float | None] = mapped_column(Float)
     face_box: Mapped[str] = mapped_column(String(200))  # JSON [x, y, w, h]
+    # JSON list of the enrolled face's quality issues (small, blurred, turned); enrolled all
+    # the same. NULL: enrolled before they were recorded (then only faces without issues were).
+    quality_issues: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     case: Mapped[Case] = relationship(back_populates="photos")
@@ -122,6 +127,25 @@ class TemplateChange(Base):
     model_id: Mapped[str] = mapped_column(String(120), index=True)
     template_id: Mapped[int] = mapped_column(Integer)
     op: Mapped[str] = mapped_column(String(6))  # "add" | "remove"
+
+
+class CaseLink(Base):
+    """Two cases people judged to be the same child (registered twice, e.g. by two
+    organisations). ``case_a`` < ``case_b``, so a pair is linked once; deleting either case
+    deletes the link (ON DELETE CASCADE)."""
+
+    __tablename__ = "case_links"
+    __table_args__ = (
+        UniqueConstraint("case_a", "case_b", name="uq_case_links_pair"),
+        CheckConstraint("case_a < case_b", name="ck_case_links_order"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_a: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    case_b: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    note: Mapped[str | None] = mapped_column(String(1000))
+    linked_by: Mapped[str] = mapped_column(String(16))  # api key id
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Organisation(Base):

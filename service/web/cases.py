@@ -26,6 +26,7 @@ from service.errors import (
     InvalidInput,
     NoFaceFound,
     NotFound,
+    SeveralFaces,
     UnsupportedImageFormat,
 )
 from service.faces.pipeline import FaceChoice
@@ -181,7 +182,7 @@ async def add_photo(
         if script:
             raise
         context = await state.run(case_context, cases, visitor.actor, case_id)
-        context.update(values=values, error=str(err))
+        context.update(values=values, error=photo_error(err))
         return render(request, "case.html", visitor, status_of(err), **context)
     url = f"/cases/{case_id}?done=photo"
     if script:
@@ -338,6 +339,16 @@ def aged_jpeg(
         actor, case_id, photo_id, poster_ages(case) if sheet else [age]
     )
     return encode(aged.sheet() if sheet else aged.aged[0].image, "jpeg")
+
+
+def photo_error(err: Exception) -> str:
+    """The add-photo form's message: the API's, in the form's words for a face choice."""
+    if isinstance(err, SeveralFaces):
+        return (
+            f"This photo shows {err.count} faces: enter the child's face number "
+            "(1 is the largest face, 2 the next…)."
+        )
+    return str(err)
 
 
 def confirms_deletion(case: CaseView, typed: str) -> bool:

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from service.api.deps import AccessDep, AdminDep, EnrollmentDep, MaintenanceDep, require
+from service.api.deps import (
+    AccessDep,
+    AdminDep,
+    DuplicatesDep,
+    EnrollmentDep,
+    MaintenanceDep,
+    require,
+)
 from service.api.schemas import (
     AuditCheckOut,
     AuditEntryOut,
+    CaseLinkOut,
+    CaseLinkPageOut,
     DeliveryOut,
+    DuplicatesOut,
     IndexStatsOut,
     KeyCreated,
     KeyIn,
     KeyOut,
+    LinkIn,
     OrgIn,
     OrgOut,
     RetentionOut,
@@ -101,6 +112,46 @@ def ageing_refresh(enrollment: EnrollmentDep, actor: Admin) -> dict[str, int]:
 @router.get("/webhooks/deliveries", response_model=list[DeliveryOut])
 def all_deliveries(access: AccessDep, actor: Admin) -> list[DeliveryOut]:
     return [DeliveryOut.of(d) for d in access.deliveries(actor, every_org=True)]
+
+
+@router.get("/duplicates", response_model=DuplicatesOut)
+def duplicates(
+    dups: DuplicatesDep,
+    actor: Admin,
+    min_score: Annotated[
+        float | None, Query(ge=-1, le=1, description="only raises the calibrated threshold")
+    ] = None,
+    same_org: Annotated[bool, Query(description="also pairs within one organisation")] = False,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+) -> DuplicatesOut:
+    """Pairs of cases, across organisations, whose photos score at or above the calibrated
+    threshold: possible duplicates for people to link, strongest first. Audited."""
+    return DuplicatesOut.of(dups.find(actor, min_score, same_org, offset, limit))
+
+
+@router.post("/duplicates/links", status_code=201, response_model=CaseLinkOut)
+def link_cases(body: LinkIn, dups: DuplicatesDep, actor: Admin) -> CaseLinkOut:
+    """Record that two cases are the same child (audited)."""
+    return CaseLinkOut.of(dups.link(actor, body.case_a, body.case_b, body.note))
+
+
+@router.get("/duplicates/links", response_model=CaseLinkPageOut)
+def case_links(
+    dups: DuplicatesDep,
+    actor: Admin,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+) -> CaseLinkPageOut:
+    return CaseLinkPageOut.of(dups.links(actor, offset, limit))
+
+
+@router.delete("/duplicates/links/{link_id}", status_code=204)
+def unlink_cases(
+    link_id: Annotated[int, Path(ge=1, le=2**31 - 1)], dups: DuplicatesDep, actor: Admin
+) -> Response:
+    dups.unlink(actor, link_id)
+    return Response(status_code=204)
 
 
 @org_router.put("/webhook", response_model=WebhookOut)

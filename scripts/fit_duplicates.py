@@ -1,0 +1,328 @@
+"""Fit the duplicate-case threshold (``homeward duplicates``) of the configured model on a
+labelled dataset such as FG-NET, and check it leave-subjects-out.
+
+Every photo goes through the service's own path (intake, detection with the fallback
+detector, the model, mirror averaging when the model id says ``+flip``); its largest face
+is the one enrolled (as a registry picks the child's face in a photo of several), and
+photos with no face take no part. Scores are
+cosines in the index's space, i.e. after the model's template transform. The shipped
+transforms are fitted on FG-NET itself, so here the transform is refitted with the same
+recipe on other people than the ones scored: a pair of photos is scored with a transform
+fitted on the people of the folds that hold neither photo (``--folds``). Models without a
+transform are scored on their raw cosines.
+
+The threshold is the lowest score (4 decimals) at which at most ``--fmr`` of the impostor
+pairs (two photos of different people) of the calibration population (photos of children,
+age under ``--child-age``) score at or above it. The true-match rate is the share of the
+same person's pairs of that population at or above it, by age gap.
+
+Leave-subjects-out check: the people are split in two halves; the threshold is fitted on
+one half exactly as above (the transform cross-fitted inside that half), then measured on
+the other half's pairs, scored with a transform fitted on all of the first half (as the
+shipped transform, fitted on all of FG-NET, meets new people). Both ways.
+
+    python scripts/fit_duplicates.py --dataset ../shared/data/fgnet
+
+writes the threshold for the configured model id (``HOMEWARD_MODEL_BACKEND``,
+``HOMEWARD_TTA_FLIP``, ...) into ``service/matching/data/duplicates.json``, keeping the
+other models' entries. The templates are cached in the system's temp folder (never in the
+repository); ``--no-cache`` embeds again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import HomewardError
+from service.evaluation.folds import FIT_AGE_DIRS, FIT_REG, fold_of
+from service.evaluation.protocols import Sample, read_labels
+from service.faces.factory import build_pipeline
+from service.faces.pipeline import FacePipeline
+from service.matching.uploads import Uploads
+from service.search.transform import IDENTITY, TemplateTransform, fit_linear_map
+from service.search.transform import resolve_transform as resolve
+from service.settings import Settings
+
+OUT = Path(__file__).resolve().parent.parent / "service" / "matching" / "data" / "duplicates.json"
+GAPS = ((0, 2), (3, 5), (6, 10), (11, 99))  # age gap bins (years) of the genuine pairs
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """The templates of the photos with a face (rows), labelled."""
+
+    vectors: F32
+    person: npt.NDArray[np.str_]
+    age: npt.NDArray[np.float64]
+    photos: int  # photos in the dataset
+    refused: int  # no face found
+    seconds: float  # embedding time (0 when read from the cache)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Every pair (i < j) of a set of photos: row indices into Enrolled and the score."""
+
+    i: npt.NDArray[np.int64]
+    j: npt.NDArray[np.int64]
+    score: F32
+
+
+# -- embedding ------------------------------------------------------------------------------
+
+
+def embed(
+    samples: list[Sample], settings: Settings, pipeline: FacePipeline, cache: Path | None
+) -> Enrolled:
+    """Each photo's largest face's template as enrollment computes it; photos with no face
+    are left out."""
+    usable = [s for s in samples if s.age is not None]
+    if cache is not None and cache.exists():
+        with np.load(cache) as data:
+            vectors, kept = data["vectors"], data["kept"]
+        seconds = 0.0
+    else:
+        uploads = Uploads(settings)
+        started = time.perf_counter()
+        vectors = np.zeros((len(usable), pipeline.backend.dimension), np.float32)
+        kept = np.zeros(len(usable), bool)
+        for n, sample in enumerate(usable):
+            try:
+                pixels = uploads.decode(sample.file.read_bytes()).pixels
+                faces = pipeline.detect(pixels)
+                if faces:
+                    vectors[n] = pipeline.analyse(pixels, faces[0]).template
+                    kept[n] = True
+            except HomewardError:
+                pass
+            if n % 100 == 99:
+                print(f"  embedded {n + 1}/{len(usable)}", flush=True)
+        seconds = time.perf_counter() - started
+        if cache is not None:
+            with cache.open("wb") as handle:
+                np.savez(handle, vectors=vectors, kept=kept)
+    return Enrolled(
+        vectors[kept],
+        np.array([s.identity for s in usable])[kept],
+        np.array([s.age for s in usable], dtype=np.float64)[kept],
+        len(samples),
+        len(samples) - int(kept.sum()),
+        seconds,
+    )
+
+
+def cache_file(dataset: Path, settings: Settings, model_id: str, folder: Path) -> Path:
+    what = [
+        "largest",
+        dataset.resolve(),
+        model_id,
+        settings.fallback_detector,
+        settings.detect_max_side,
+    ]
+    key = hashlib.sha256("|".join(map(str, what)).encode()).hexdigest()[:16]
+    return folder / f"homeward-duplicates-{key}.npz"
+
+
+# -- scores ---------------------------------------------------------------------------------
+
+
+def fit(data: Enrolled, rows: npt.NDArray[np.int64], model_id: str) -> TemplateTransform:
+    """The template transform's recipe, fitted on these photos' people."""
+    matrix, mean = fit_linear_map(
+        data.vectors[rows], data.person[rows], data.age[rows], FIT_REG, FIT_AGE_DIRS
+    )
+    return TemplateTransform("fitted", model_id, matrix, mean)
+
+
+def _pairs(
+    rows_a: npt.NDArray[np.int64], rows_b: npt.NDArray[np.int64], block: F32, same: bool
+) -> Pairs:
+    ia, jb = np.triu_indices(len(rows_a), k=1) if same else np.indices(block.shape).reshape(2, -1)
+    return Pairs(rows_a[ia], rows_b[jb], block[ia, jb].astype(np.float32))
+
+
+def _join(parts: list[Pairs]) -> Pairs:
+    return Pairs(
+        np.concatenate([p.i for p in parts]),
+        np.concatenate([p.j for p in parts]),
+        np.concatenate([p.score for p in parts]),
+    )
+
+
+def scored_with(data: Enrolled, rows: npt.NDArray[np.int64], transform: TemplateTransform) -> Pairs:
+    """Every pair of these photos, scored under one transform."""
+    x = transform.apply(data.vectors[rows])
+    return _pairs(rows, rows, x @ x.T, same=True)
+
+
+def cross_fitted(
+    data: Enrolled, rows: npt.NDArray[np.int64], folds: int, model_id: str, fitted: bool
+) -> Pairs:
+    """Every pair of these photos; with ``fitted``, each pair scored under a transform
+    fitted on the people of the folds that hold neither of its photos."""
+    if not fitted:
+        return scored_with(data, rows, IDENTITY)
+    people = sorted(set(data.person[rows]))
+    fold_of_person = {p: n % folds for n, p in enumerate(people)}
+    fold = np.array([fold_of_person[p] for p in data.person[rows]])
+    parts = []
+    for a in range(folds):
+        for b in range(a, folds):
+            transform = fit(data, rows[(fold != a) & (fold != b)], model_id)
+            ra, rb = rows[fold == a], rows[fold == b]
+            block = transform.apply(data.vectors[ra]) @ transform.apply(data.vectors[rb]).T
+            parts.append(_pairs(ra, rb, block, same=a == b))
+    return _join(parts)
+
+
+# -- threshold and figures ------------------------------------------------------------------
+
+
+def split(data: Enrolled, pairs: Pairs, child_age: float) -> tuple[F32, F32, F32, F32]:
+    """(genuine, impostor) scores of the children's pairs, their age gaps, and the
+    impostor scores of all pairs."""
+    child = (data.age[pairs.i] < child_age) & (data.age[pairs.j] < child_age)
+    same = data.person[pairs.i] == data.person[pairs.j]
+    gap = np.abs(data.age[pairs.i] - data.age[pairs.j]).astype(np.float32)
+    return (
+        pairs.score[child & same],
+        pairs.score[child & ~same],
+        gap[child & same],
+        pairs.score[~same],
+    )
+
+
+def threshold_at(impostor: F32, fmr: float) -> float:
+    """The lowest 4-decimal score with at most ``fmr`` of the impostor scores at or above."""
+    allowed = int(np.floor(fmr * len(impostor)))
+    ranked = np.sort(impostor)[::-1]
+    if allowed >= len(ranked):
+        return -1.0
+    return round(math.floor(float(ranked[allowed]) * 1e4) / 1e4 + 1e-4, 4)
+
+
+def figures(data: Enrolled, pairs: Pairs, threshold: float, child_age: float) -> dict[str, Any]:
+    genuine, impostor, gap, impostor_all = split(data, pairs, child_age)
+    at = threshold - 1e-9  # scores are compared as "at or above"
+    out: dict[str, Any] = {
+        "impostor_pairs": int(len(impostor)),
+        "false_matches": int((impostor >= at).sum()),
+        "fmr": float(np.mean(impostor >= at)),
+        "fmr_all_ages": float(np.mean(impostor_all >= at)),
+        "genuine_pairs": int(len(genuine)),
+        "tmr": float(np.mean(genuine >= at)),
+    }
+    for low, high in GAPS:
+        rows = (gap >= low) & (gap <= high)
+        out[f"tmr_gap_{low}_{high}"] = float(np.mean(genuine[rows] >= at)) if rows.any() else None
+        out[f"pairs_gap_{low}_{high}"] = int(rows.sum())
+    return out
+
+
+def describe(f: dict[str, Any]) -> str:
+    gaps = "  ".join(
+        f"{low}-{high if high < 99 else ''}y {f[f'tmr_gap_{low}_{high}']:.3f}"
+        f" ({f[f'pairs_gap_{low}_{high}']})"
+        for low, high in GAPS
+        if f[f"tmr_gap_{low}_{high}"] is not None
+    )
+    return (
+        f"FMR {f['fmr']:.2e} ({f['false_matches']}/{f['impostor_pairs']}, all ages "
+        f"{f['fmr_all_ages']:.2e})  TMR {f['tmr']:.3f} of {f['genuine_pairs']}  by gap: {gaps}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="folder with labels.csv")
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON file to update")
+    parser.add_argument("--fmr", type=float, default=1e-3, help="false matches per impostor pair")
+    parser.add_argument("--child-age", type=float, default=18, help="calibrate on photos under it")
+    parser.add_argument("--folds", type=int, default=10, help="for cross-fitting the transform")
+    parser.add_argument("--no-cache", action="store_true", help="embed again, keep nothing")
+    args = parser.parse_args()
+
+    settings = Settings()
+    pipeline = build_pipeline(settings)
+    model_id, dimension = pipeline.model_id, pipeline.backend.dimension
+    shipped = resolve(settings.template_transform, model_id, dimension)
+    fitted = shipped is not IDENTITY
+    samples = read_labels(args.dataset)
+    cache = (
+        None
+        if args.no_cache
+        else cache_file(args.dataset, settings, model_id, Path(tempfile.gettempdir()))
+    )
+    print(f"model {model_id}, template transform {shipped.version}")
+    data = embed(samples, settings, pipeline, cache)
+    timing = f"in {data.seconds:.0f} s" if data.seconds else f"(cached in {cache})"
+    people = sorted(set(data.person))
+    print(
+        f"{len(data.vectors)} of {data.photos} photos embedded, {len(people)} people {timing}; "
+        f"no face found in {data.refused}"
+    )
+
+    every = np.arange(len(data.vectors))
+    pairs = cross_fitted(data, every, args.folds, model_id, fitted)
+    impostor = split(data, pairs, args.child_age)[1]
+    crossed = f"transform cross-fitted ({args.folds} folds)" if fitted else "raw cosines"
+    print(f"\nall people, {crossed}, photos under {args.child_age:g}:")
+    for fmr in (1e-2, 1e-3, 1e-4):
+        t = threshold_at(impostor, fmr)
+        at = describe(figures(data, pairs, t, args.child_age))
+        print(f"  at FMR {fmr:.0e}: threshold {t:.4f}; {at}")
+    threshold = threshold_at(impostor, args.fmr)
+    overall = figures(data, pairs, threshold, args.child_age)
+
+    print(
+        f"\nleave-subjects-out (FMR target {args.fmr:g}): fitted on one half, measured on the other"
+    )
+    half = fold_of(samples, 2)
+    checks = []
+    for fit_half in (0, 1):
+        rows_fit = every[np.array([half[p] == fit_half for p in data.person])]
+        rows_test = every[np.array([half[p] != fit_half for p in data.person])]
+        inner = cross_fitted(data, rows_fit, args.folds, model_id, fitted)
+        t = threshold_at(split(data, inner, args.child_age)[1], args.fmr)
+        transform = fit(data, rows_fit, model_id) if fitted else IDENTITY
+        measured = figures(data, scored_with(data, rows_test, transform), t, args.child_age)
+        checks.append({"threshold": t, **measured})
+        print(f"  half {fit_half + 1} -> half {2 - fit_half}: threshold {t:.4f}")
+        print(f"    measured: {describe(measured)}")
+
+    print(f"\nthreshold {threshold:.4f} for {model_id}")
+    print(f"  all people (cross-fitted): {describe(overall)}")
+    entry = {
+        "threshold": threshold,
+        "transform": shipped.version,
+        "fmr_target": args.fmr,
+        "population": f"{args.dataset.name}: pairs of photos taken under age {args.child_age:g}",
+        "photos": len(data.vectors),
+        "people": len(people),
+        "figures": {k: round(v, 6) if isinstance(v, float) else v for k, v in overall.items()},
+        "leave_subjects_out": [
+            {k: round(v, 6) if isinstance(v, float) else v for k, v in c.items()} for c in checks
+        ],
+    }
+    stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+    stored.setdefault("thresholds", {})[model_id] = entry
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,10 @@ INSIGHTFACE_SAMPLES := insightface==2.1
 run: $(VENV)/.installed models
 	$(BIN)/homeward serve --host $(HOST) --port $(PORT)
 
+# The test command also fetches InsightFace's buffalo_s pack, for its tests on real weights:
+# research use, which its non-commercial licence allows. `make run` never fetches it.
 test: $(VENV)/.installed-dev models
+	$(BIN)/python scripts/fetch_models.py --insightface buffalo_s --accept-non-commercial
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check service tests scripts
 	$(BIN)/mypy

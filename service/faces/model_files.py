@@ -70,7 +70,13 @@ def insightface_files(model_dir: Path, pack: str) -> tuple[Path, Path]:
     packs = manifest()["insightface"]["packs"]
     folder = model_dir / pack
     if not folder.is_dir():
-        raise ModelUnavailable(f"insightface pack {pack!r} not found in {model_dir}")
+        hint = (
+            f"; fetch it with `python scripts/fetch_models.py --insightface {pack} "
+            "--accept-non-commercial` (its weights are for non-commercial research use only)"
+            if pack in packs
+            else ""
+        )
+        raise ModelUnavailable(f"insightface pack {pack!r} not found in {model_dir}{hint}")
     sums = read_checksums(folder / manifest()["insightface"]["checksums_file"])
     detector, recogniser = _pack_members(folder, packs.get(pack))
     for path in (detector, recogniser):

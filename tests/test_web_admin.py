@@ -12,13 +12,17 @@ from tests.conftest import ADMIN_KEY
 PAGE = {"accept": "text/html"}
 
 
+def form_token(client: TestClient) -> str:
+    """The sign-in form's own token (its double-submit cookie is set on the client)."""
+    token = re.search(r'name="form_token" value="([^"]+)"', client.get("/signin").text)
+    assert token
+    return token[1]
+
+
 def sign_in(client: TestClient, key: str) -> None:
     """Signs the client in through the form, like a browser."""
-    form = client.get("/signin")
-    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
-    assert token
     answer = client.post(
-        "/signin", data={"api_key": key, "form_token": token[1]}, follow_redirects=False
+        "/signin", data={"api_key": key, "form_token": form_token(client)}, follow_redirects=False
     )
     assert answer.status_code == 303, answer.text
 

@@ -13,6 +13,7 @@ from tests.conftest import years_ago
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
 from tests.test_access import JPEG, make_world
+from tests.test_web_admin import sign_in as signed_in_through_the_form
 
 HTML = {"Accept": "text/html"}
 
@@ -20,13 +21,7 @@ HTML = {"Accept": "text/html"}
 def sign_in(app: object, key: str) -> TestClient:
     """A browser signed in with ``key`` through the sign-in form."""
     browser = TestClient(app, headers=HTML)  # type: ignore[arg-type]
-    form = browser.get("/signin")
-    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
-    assert token is not None
-    r = browser.post(
-        "/signin", data={"api_key": key, "form_token": token[1]}, follow_redirects=False
-    )
-    assert r.status_code == 303, r.text
+    signed_in_through_the_form(browser, key)
     return browser
 
 

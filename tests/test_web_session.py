@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.registry.models import WebSession
 from service.settings import Settings
 from tests.conftest import ADMIN_KEY, container_of
-from tests.test_web_admin import PAGE, csrf_of, sign_in
+from tests.test_web_admin import PAGE, csrf_of, form_token, sign_in
 
 
 @pytest.fixture
@@ -21,16 +20,10 @@ def browser(client: TestClient) -> TestClient:
     return client
 
 
-def _form_token(client: TestClient) -> str:
-    found = re.search(r'name="form_token" value="([^"]+)"', client.get("/signin").text)
-    assert found
-    return found[1]
-
-
 def test_the_session_cookie_is_http_only_and_strict(browser: TestClient) -> None:
     answer = browser.post(
         "/signin",
-        data={"api_key": ADMIN_KEY, "form_token": _form_token(browser)},
+        data={"api_key": ADMIN_KEY, "form_token": form_token(browser)},
         follow_redirects=False,
     )
     cookie = next(v for k, v in answer.headers.multi_items() if k == "set-cookie")
@@ -41,7 +34,7 @@ def test_the_session_cookie_is_http_only_and_strict(browser: TestClient) -> None
 
 
 def test_sign_in_needs_the_forms_own_token(browser: TestClient) -> None:
-    _form_token(browser)
+    form_token(browser)
     forged = browser.post("/signin", data={"api_key": ADMIN_KEY, "form_token": "x" * 20})
     assert forged.status_code == 403 and "homeward_session" not in browser.cookies
 
@@ -51,10 +44,10 @@ def test_a_wrong_key_is_refused_and_failures_are_limited(
 ) -> None:
     with start_app(make_settings(sign_in_attempts=3)) as client:
         for _ in range(3):
-            wrong = {"api_key": "hw_not-a-key-xxxxxxxxxxxxxxxx", "form_token": _form_token(client)}
+            wrong = {"api_key": "hw_not-a-key-xxxxxxxxxxxxxxxx", "form_token": form_token(client)}
             refused = client.post("/signin", data=wrong, headers=PAGE)
             assert refused.status_code == 401 and "was not accepted" in refused.text
-        right = {"api_key": ADMIN_KEY, "form_token": _form_token(client)}
+        right = {"api_key": ADMIN_KEY, "form_token": form_token(client)}
         limited = client.post("/signin", data=right, headers=PAGE)
         assert limited.status_code == 429 and "Retry-After" in limited.headers
 
@@ -93,10 +86,10 @@ def test_an_expired_session_is_refused(browser: TestClient) -> None:
 
 def test_sign_in_only_returns_to_this_site(browser: TestClient) -> None:
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
-        data = {"api_key": ADMIN_KEY, "form_token": _form_token(browser), "next": target}
+        data = {"api_key": ADMIN_KEY, "form_token": form_token(browser), "next": target}
         answer = browser.post("/signin", data=data, follow_redirects=False)
         assert answer.headers["location"] == "/"
-    data = {"api_key": ADMIN_KEY, "form_token": _form_token(browser), "next": "/admin"}
+    data = {"api_key": ADMIN_KEY, "form_token": form_token(browser), "next": "/admin"}
     assert (
         browser.post("/signin", data=data, follow_redirects=False).headers["location"] == "/admin"
     )

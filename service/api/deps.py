@@ -53,6 +53,15 @@ class AppState:
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
+    def take_request(self, key_id: str, roles: frozenset[str]) -> None:
+        """Counts one request against the key's rate limit; RateLimited past it."""
+        wait = self.limiter.take(key_id, roles)
+        if wait > 0:
+            self.container.metrics.rate_limited.inc()
+            raise RateLimited(
+                "rate limit exceeded for this key", retry_after=max(1, math.ceil(wait))
+            )
+
     async def run_light(self, fn: Callable[..., T], *args: object) -> T:
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.light, call)
@@ -97,10 +106,7 @@ async def authenticate(
 ) -> Actor:
     """The caller behind the key, after the key's rate limit."""
     actor = await state.run_light(state.container.access.authenticate, key)
-    wait = state.limiter.take(actor.key_id, actor.roles)
-    if wait > 0:
-        state.container.metrics.rate_limited.inc()
-        raise RateLimited("rate limit exceeded for this key", retry_after=max(1, math.ceil(wait)))
+    state.take_request(actor.key_id, actor.roles)
     return actor
 
 

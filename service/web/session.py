@@ -86,10 +86,7 @@ async def signed_in(request: Request, access: AccessDep, state: StateDep) -> Sig
     """The browser's session (Unauthorized: the page handler sends it to sign in), after
     the key's rate limit, as for the API."""
     visitor = await state.run_light(access.session, request.cookies.get(COOKIE))
-    wait = state.limiter.take(visitor.key_id, frozenset(visitor.roles))
-    if wait > 0:
-        state.container.metrics.rate_limited.inc()
-        raise RateLimited("rate limit exceeded for this key", retry_after=max(1, math.ceil(wait)))
+    state.take_request(visitor.key_id, frozenset(visitor.roles))
     return visitor
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from service.api.deps import AccessDep, SettingsDep, StateDep
+from service.api.middleware import API_PATHS, DOCS_PATHS
 from service.errors import HomewardError, Unauthorized
 from service.matching.views import SignedIn
 from service.web.session import (
@@ -26,7 +27,7 @@ from service.web.session import (
 
 router = APIRouter(include_in_schema=False)
 SIGN_IN_COOKIE = "homeward_sign_in"  # double-submit token of the sign-in form
-API_PATHS = ("/v1/", "/docs", "/redoc", "/openapi", "/metrics", "/healthz", "/readyz", "/static")
+NOT_PAGES = (*API_PATHS, *DOCS_PATHS, "/static")
 
 
 @router.get("/signin")
@@ -99,7 +100,7 @@ def _safe_next(target: str) -> str:
 def wants_page(request: Request) -> bool:
     """A browser asking for a page (not the API, nor a page's script asking for JSON)."""
     path = request.url.path
-    return not path.startswith(API_PATHS) and "text/html" in request.headers.get("accept", "")
+    return not path.startswith(NOT_PAGES) and "text/html" in request.headers.get("accept", "")
 
 
 def error_page(request: Request, status: int, detail: str, reason: str) -> Response:

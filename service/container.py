@@ -19,6 +19,7 @@ from service.matching.access import AccessService
 from service.matching.admin import AdminService
 from service.matching.backup import BackupService
 from service.matching.cases import CaseService
+from service.matching.chance import load_curve
 from service.matching.duplicates import DuplicateService
 from service.matching.egress import EgressPolicy
 from service.matching.enrollment import EnrollmentService
@@ -133,7 +134,8 @@ class Container:
 
     @cached_property
     def _matcher(self) -> Matcher:
-        return Matcher(self.settings, self.db, self.pipeline, self.index, self.metrics)
+        curve = load_curve(self.pipeline.model_id, self.index.transform.version)
+        return Matcher(self.settings, self.db, self.pipeline, self.index, self.metrics, curve)
 
     # -- use cases -------------------------------------------------------------------------------
 

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     secrets_file: Path = Path.home() / ".config" / "homeward" / "secrets.json"
 
     score_floor: float = Field(default=0.0, ge=-1, le=1, description="clients may only raise it")
+    stands_out_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="a candidate stands out from chance when its estimated false-match rate "
+        "against the gallery is at most this",
+    )
     duplicate_threshold: float | None = Field(
         default=None,
         ge=-1,

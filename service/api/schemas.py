@@ -20,6 +20,14 @@ def jpeg(data: bytes) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
+FALSE_MATCH_RATE = (
+    "estimated chance that a search of this gallery, holding no photo of this child, puts up "
+    "an unrelated case scoring this high (fitted per model on impostor scores of children, "
+    "scaled by the gallery's size when searched); null when the model has no fitted curve. "
+    "Never a verdict, and never a reason to hide a candidate"
+)
+
+
 class _FromView(BaseModel):
     @classmethod
     def of(cls, view: object) -> Self:
@@ -118,10 +126,15 @@ class CandidateOut(_FromView):
     score: float = Field(description="cosine similarity of the best template; not a verdict")
     photo_id: str
     template_kind: str
+    false_match_rate: float | None = Field(description=FALSE_MATCH_RATE)
 
 
 class FaceMatchOut(FaceOut):
     candidates: list[CandidateOut]
+    stands_out: bool | None = Field(
+        description="whether any candidate's false-match rate is at most the service's "
+        "stands_out_rate (i.e. unlikely by chance alone); null when not calibrated"
+    )
     review_required: Literal[True] = True
 
 
@@ -130,6 +143,7 @@ class MatchOut(BaseModel):
     model_id: str
     index_generation: int
     score_floor: float = Field(description="candidates below this score are never returned")
+    gallery_templates: int = Field(description="templates searched: the false-match rates' scale")
     review_required: Literal[True] = True
 
     @classmethod
@@ -139,12 +153,14 @@ class MatchOut(BaseModel):
                 FaceMatchOut(
                     **FaceOut.fields_of(f.face),
                     candidates=[CandidateOut.of(c) for c in f.candidates],
+                    stands_out=f.stands_out,
                 )
                 for f in result.faces
             ],
             model_id=result.model_id,
             index_generation=result.index_generation,
             score_floor=result.score_floor,
+            gallery_templates=result.gallery_templates,
         )
 
 
@@ -193,6 +209,7 @@ class QueueItemOut(_FromView):
     case_id: str
     external_ref: str | None
     score: float
+    false_match_rate: float | None = Field(description=FALSE_MATCH_RATE)
     rank: int
     status: str
     created_at: datetime
@@ -231,6 +248,7 @@ class CandidateDetailOut(BaseModel):
     candidate_id: str
     status: str
     score: float
+    false_match_rate: float | None = Field(description=FALSE_MATCH_RATE)
     rank: int
     age_gap: float | None = Field(
         description="case's expected age today minus the sighting's estimated age, years"

@@ -40,8 +40,8 @@ class ReviewService:
         case_ref: str | None = None,
         awaiting_me: bool = False,
     ) -> list[QueueItem]:
-        """Pending candidates routed to the reviewer's organisation, best scores first (newest
-        first among equals); optionally only those scoring at least ``min_score``, whose case
+        """Pending candidates routed to the reviewer's organisation, the least likely by chance
+        first (see ``SightingRepository.queue``); optionally only those scoring at least ``min_score``, whose case
         ref contains ``case_ref``, or still awaiting this reviewer's decision."""
         actor.require(Permission.REVIEW)
         with self.db.unit() as tx:
@@ -59,6 +59,7 @@ class ReviewService:
                     case_id=c.case_id,
                     external_ref=ref,
                     score=c.score,
+                    false_match_rate=c.false_match_rate,
                     rank=c.rank,
                     status=c.status,
                     created_at=c.created_at,
@@ -90,6 +91,7 @@ class ReviewService:
                 candidate_id=candidate.id,
                 status=candidate.status,
                 score=candidate.score,
+                false_match_rate=candidate.false_match_rate,
                 rank=candidate.rank,
                 age_gap=_age_gap(case.expected_age_today, sighting.estimated_age),
                 probe=probe,

@@ -7,13 +7,14 @@ reach it only through ``SearchService.match`` (audited) and the sightings use ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from service.errors import InvalidInput, NoFaceFound
 from service.faces.intake import DecodedImage
 from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline, choose_face
 from service.matching.actors import Actor, Permission
+from service.matching.chance import ImpostorCurve
 from service.matching.uploads import Uploads
 from service.matching.views import FaceMatch, MatchResult, RankedCase
 from service.metrics import Metrics
@@ -41,12 +42,14 @@ class Matcher:
         pipeline: FacePipeline,
         index: IndexKeeper,
         metrics: Metrics,
+        curve: ImpostorCurve | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.pipeline = pipeline
         self.index = index
         self.metrics = metrics
+        self.curve = curve  # the model's impostor curve: candidates' false-match rates
 
     def top_k(self, requested: int | None) -> int:
         return min(requested or self.settings.default_candidates, self.settings.max_candidates)
@@ -74,13 +77,26 @@ class Matcher:
             sex = None if query.sex == "unknown" else query.sex  # not known: not a filter
             where = SearchFilter(scope, sex, query.min_age, query.max_age, date.today())
             top_k, floor = self.top_k(query.top_k), self.floor(query.min_score)
-            matches = [FaceMatch(f, self._ranked(f, top_k, where, floor)) for f in faces]
+            gallery = self.index.size
+            matches = [self._rated(f, self._ranked(f, top_k, where, floor), gallery) for f in faces]
         return MatchResult(
             faces=matches,
             model_id=self.pipeline.model_id,
             index_generation=self.index.generation,
             score_floor=floor,
+            gallery_templates=gallery,
         )
+
+    def _rated(self, face: AnalysedFace, ranked: list[RankedCase], gallery: int) -> FaceMatch:
+        """Each candidate's estimated false-match rate against a gallery of this many
+        templates (the whole index: a filtered search compares fewer, so this errs towards
+        caution), and whether any candidate stands out from chance. Nothing is hidden."""
+        if self.curve is None:
+            return FaceMatch(face, ranked)
+        rates = [float(f"{self.curve.in_gallery(c.score, gallery):.3g}") for c in ranked]
+        rated = [replace(c, false_match_rate=r) for c, r in zip(ranked, rates, strict=True)]
+        stands_out = any(r <= self.settings.stands_out_rate for r in rates)
+        return FaceMatch(face, rated, stands_out=stands_out)
 
     def _ranked(
         self, face: AnalysedFace, top_k: int, where: SearchFilter, floor: float

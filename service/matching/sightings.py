@@ -123,6 +123,7 @@ def _candidates(sighting_id: str, result: MatchResult) -> list[Candidate]:
             template_kind=c.template_kind,
             rank=c.rank,
             score=c.score,
+            false_match_rate=c.false_match_rate,
         )
         for n, face in enumerate(result.faces)
         for c in face.candidates

@@ -105,12 +105,16 @@ class RankedCase:
     score: float
     photo_id: str
     template_kind: str
+    # How often a search of this gallery, holding no photo of this child, would put up an
+    # unrelated case scoring this high (None: no impostor curve for this model).
+    false_match_rate: float | None = None
 
 
 @dataclass(frozen=True)
 class FaceMatch:
     face: AnalysedFace
     candidates: list[RankedCase]
+    stands_out: bool | None = None  # any candidate beyond chance; None: not calibrated
     review_required: bool = True
 
 
@@ -120,6 +124,7 @@ class MatchResult:
     model_id: str
     index_generation: int
     score_floor: float
+    gallery_templates: int = 0  # searched: what the false-match rates are scaled by
     review_required: bool = True
 
     @property
@@ -160,6 +165,7 @@ class QueueItem:
     case_id: str
     external_ref: str | None
     score: float
+    false_match_rate: float | None  # against the gallery when it was searched
     rank: int
     status: str
     created_at: datetime
@@ -193,6 +199,7 @@ class CandidateDetail:
     candidate_id: str
     status: str
     score: float
+    false_match_rate: float | None
     rank: int
     age_gap: float | None
     probe: ProbeView

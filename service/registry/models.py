@@ -231,6 +231,7 @@ class Candidate(Base):
     template_kind: Mapped[str] = mapped_column(String(16))
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
+    false_match_rate: Mapped[float | None] = mapped_column(Float)  # against the gallery
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

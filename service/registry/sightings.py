@@ -55,8 +55,9 @@ class SightingRepository:
         case_ref: str | None = None,
         not_reviewed_by: str | None = None,
     ) -> list[tuple[Candidate, str | None]]:
-        """Pending candidates (with their case's external ref and their reviews), best scores
-        first and newest first among equal scores; optionally only those scoring at least
+        """Pending candidates (with their case's external ref and their reviews), the least
+        likely by chance first (lowest estimated false-match rate; candidates without one
+        after, by score), newest first among equals; optionally only those scoring at least
         ``min_score``, whose case ref contains ``case_ref``, or not yet reviewed by a key."""
         query = (
             select(Candidate, Case.external_ref)
@@ -72,7 +73,11 @@ class SightingRepository:
             query = query.where(Case.external_ref.icontains(case_ref, autoescape=True))
         if not_reviewed_by is not None:
             query = query.where(~Candidate.reviews.any(Review.reviewer == not_reviewed_by))
-        query = query.order_by(Candidate.score.desc(), Candidate.created_at.desc()).limit(limit)
+        query = query.order_by(
+            Candidate.false_match_rate.asc().nulls_last(),
+            Candidate.score.desc(),
+            Candidate.created_at.desc(),
+        ).limit(limit)
         return [(r[0], r[1]) for r in self.s.execute(query)]
 
     def pending_count(self, scope: str | None) -> int:

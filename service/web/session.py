@@ -28,6 +28,20 @@ HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 
+
+def chance(rate: float | None) -> str:
+    """A false-match rate as people say it: "1 in 2,300", or a percentage when common."""
+    if rate is None:
+        return "not estimated for this model"
+    if rate >= 0.01:
+        return f"{rate:.0%}"
+    if rate < 1e-9:
+        return "under 1 in a billion"
+    return f"1 in {round(1 / rate):,}"
+
+
+templates.env.filters["chance"] = chance
+
 COOKIE = "homeward_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"

@@ -1,4 +1,5 @@
-# Homeward API image: embedded SQLite + FAISS by default, PostgreSQL via HOMEWARD_DATABASE_URL.
+# Homeward API image: embedded SQLite + FAISS by default, PostgreSQL via HOMEWARD_DATABASE_URL,
+# rate limits shared through Redis via HOMEWARD_REDIS_URL.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -7,7 +8,8 @@ WORKDIR /src
 # Dependencies first, so code changes do not reinstall them.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > requirements.txt \
+extras = p['optional-dependencies']; \
+print('\n'.join(p['dependencies'] + extras['postgres'] + extras['redis']))" > requirements.txt \
  && pip install -r requirements.txt
 COPY README.md ./
 COPY service ./service

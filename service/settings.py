@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         default={"volunteer": 30, "reviewer": 600, "registry": 600, "admin": 1200},
         description="requests per minute per key, by role (a key gets its roles' highest)",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis holding the rate limits, shared by every API process (e.g. "
+        "redis://127.0.0.1:6379/0); unset: each process limits on its own",
+    )
     session_minutes: int = Field(
         default=480, ge=5, le=7 * 24 * 60, description="how long a web sign-in lasts"
     )

@@ -15,7 +15,7 @@ from service import __version__
 from service.api import docs, errors, forms
 from service.api.deps import AppState
 from service.api.middleware import BodyLimit, RequestTelemetry
-from service.api.ratelimit import RateLimiter
+from service.api.ratelimit import limiter_for
 from service.api.routes import admin, ageing, cases, match, sightings, system
 from service.container import Container
 from service.observability import configure_logging
@@ -48,7 +48,8 @@ def create_app(
         light = ThreadPoolExecutor(LIGHT_THREADS, thread_name_prefix="homeward-light")
         built = container(settings)
         await loop.run_in_executor(pool, built.prepare)  # a bad setting or model stops here
-        state = AppState(built, pool, light, RateLimiter(settings.rate_limits))
+        limiter = limiter_for(settings.redis_url, settings.rate_limits)
+        state = AppState(built, pool, light, limiter)
         app.state.homeward = state
         worker = Worker(built) if settings.runs_worker else None
         loading = loop.run_in_executor(pool, _load, state, worker)  # answers /healthz meanwhile

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
-from service.api.ratelimit import RateLimiter
+from service.api.ratelimit import Limiter
 from service.container import Container
 from service.errors import ImageTooLarge, NotReady, RateLimited
 from service.matching.access import AccessService
@@ -43,7 +43,7 @@ class AppState:
     container: Container
     pool: ThreadPoolExecutor
     light: ThreadPoolExecutor
-    limiter: RateLimiter
+    limiter: Limiter
     ready: threading.Event = field(default_factory=threading.Event)  # everything loaded
     failure: str | None = None  # why loading failed
 

@@ -101,6 +101,11 @@ def serve(c: Container, host: str, port: int, workers: int, with_worker: bool | 
 
     import uvicorn
 
+    if workers > 1 and c.settings.is_embedded:
+        raise click.UsageError(
+            "--workers > 1 needs PostgreSQL (HOMEWARD_DATABASE_URL): the embedded SQLite "
+            "database and FAISS index have one writer"
+        )
     with user_errors():  # migrate and make the first admin key once, before any process
         c.ensure_admin_key()
     c.close()
@@ -126,6 +131,7 @@ def worker(c: Container) -> None:
     from service.worker import Worker
 
     with user_errors():
+        c.claim_data_dir()
         c.load_all()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     click.echo("homeward worker running; Ctrl-C to stop")

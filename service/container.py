@@ -34,6 +34,8 @@ from service.matching.webhooks import WebhookSender
 from service.metrics import Metrics
 from service.registry.db import Database
 from service.registry.photostore import PhotoStore
+from service.registry.writer_lock import WriterLock
+from service.search.backends import index_factory
 from service.search.keeper import IndexKeeper
 from service.search.transform import resolve_transform
 from service.security import Sealer, Secrets, private_dir, private_file, resolve_secrets
@@ -48,6 +50,7 @@ class Container:
     def __init__(self, settings: Settings, backend: FaceBackend | None = None) -> None:
         self.settings = settings
         self._backend = backend  # a loaded backend to share (tests), else loaded from settings
+        self._writer_lock = WriterLock(settings.data_dir)
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -208,10 +211,17 @@ class Container:
     # -- life ------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """What a server needs before it listens, and fails fast on: the registry (migrated),
-        the first admin key, the face model."""
+        """What a server needs before it listens, and fails fast on: the data dir to itself
+        (embedded), the registry (migrated), the first admin key, the face model."""
+        self.claim_data_dir()
         self.ensure_admin_key()
         _ = self.pipeline
+
+    def claim_data_dir(self) -> None:
+        """A serving process (API or worker) on the embedded database is the data dir's only
+        writer (DataDirInUse otherwise); on PostgreSQL, processes share the registry."""
+        if self.settings.is_embedded:
+            self._writer_lock.acquire()
 
     def load_all(self) -> None:
         """Everything a server needs, before it answers: the registry, the model, the
@@ -235,6 +245,7 @@ class Container:
         finally:
             if "db" in self.__dict__:
                 self.db.close()
+            self._writer_lock.release()
 
     def ensure_admin_key(self) -> None:
         """Create the first admin key (or register ``HOMEWARD_ADMIN_KEY``); a created key is

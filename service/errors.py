@@ -77,6 +77,13 @@ class ModelUnavailable(HomewardError):
     reason = "model_unavailable"
 
 
+class DataDirInUse(HomewardError):
+    """Another process already serves this embedded data dir (SQLite and FAISS have one
+    writer); raised at start-up."""
+
+    reason = "data_dir_in_use"
+
+
 class Unauthorized(HomewardError):
     """No API key, or one that is unknown, expired or revoked."""
 

@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from service.settings import Settings
+from tests.databases import fresh_postgres_database
 from tests.faces_of_t1 import altered_probe, face_crop
 from tests.images import encode
 from tests.test_only_photo import check_upgrade_from_0004
 
 pytestmark = pytest.mark.postgres
 
-SERVER = os.environ.get("HOMEWARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh database for one test, dropped afterwards."""
-    name = f"homeward_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as err:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {SERVER} ({err.orig}); start the local server "
-            "or point HOMEWARD_TEST_POSTGRES at one (these tests are marked `postgres`)",
-            pytrace=False,
-        )
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database() as url:
+        yield url
 
 
 def test_service_on_postgres(

@@ -70,12 +70,11 @@ class CaseRepository:
             query = query.where(Case.org_id == scope)
         if status:
             query = query.where(Case.status == status)
-        if text:
-            pattern = f"%{text.lower()}%"
+        if text:  # case-insensitive; a "%" or "_" in the text is itself, not a wildcard
             query = query.where(
                 or_(
-                    func.lower(Case.display_name).like(pattern),
-                    func.lower(Case.external_ref).like(pattern),
+                    Case.display_name.icontains(text, autoescape=True),
+                    Case.external_ref.icontains(text, autoescape=True),
                 )
             )
         total = self.s.scalar(select(func.count()).select_from(query.subquery())) or 0

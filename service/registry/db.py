@@ -51,6 +51,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    # SQLite's lower() folds ASCII only: "élodie" would not find "Élodie" (PostgreSQL does).
+    dbapi_connection.create_function(
+        "lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True
+    )
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

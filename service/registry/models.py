@@ -37,6 +37,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Aware values are stored as UTC (SQLite keeps the wall-clock time and drops the
+        offset); naive ones are taken to be UTC already."""
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
@@ -291,7 +298,7 @@ class AuditRecord(Base):
     action: Mapped[str] = mapped_column(String(40), index=True)
     target: Mapped[str | None] = mapped_column(String(100))
     input_sha256: Mapped[str | None] = mapped_column(String(64))
-    result_ids: Mapped[str] = mapped_column(String(8000))  # JSON list
+    result_ids: Mapped[str] = mapped_column(Text)  # JSON list, as long as the results are
     detail: Mapped[str] = mapped_column(String(2000))  # JSON object
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))

@@ -35,7 +35,6 @@ from service.metrics import Metrics
 from service.registry.db import Database
 from service.registry.photostore import PhotoStore
 from service.registry.writer_lock import WriterLock
-from service.search.backends import index_factory
 from service.search.keeper import IndexKeeper
 from service.search.transform import resolve_transform
 from service.security import Sealer, Secrets, private_dir, private_file, resolve_secrets

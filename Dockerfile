@@ -1,5 +1,5 @@
 # Homeward API image: embedded SQLite + FAISS by default, PostgreSQL via HOMEWARD_DATABASE_URL,
-# rate limits shared through Redis via HOMEWARD_REDIS_URL.
+# rate limits shared through Redis via HOMEWARD_REDIS_URL, Milvus via HOMEWARD_INDEX_BACKEND.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -9,7 +9,8 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = p['optional-dependencies']; \
-print('\n'.join(p['dependencies'] + extras['postgres'] + extras['redis']))" > requirements.txt \
+print('\n'.join(p['dependencies'] + extras['postgres'] + extras['redis'] + extras['milvus']))" \
+ > requirements.txt \
  && pip install -r requirements.txt
 COPY README.md ./
 COPY service ./service

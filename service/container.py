@@ -35,6 +35,7 @@ from service.metrics import Metrics
 from service.registry.db import Database
 from service.registry.photostore import PhotoStore
 from service.registry.writer_lock import WriterLock
+from service.search.backends import index_factory
 from service.search.keeper import IndexKeeper
 from service.search.transform import resolve_transform
 from service.security import Sealer, Secrets, private_dir, private_file, resolve_secrets
@@ -104,8 +105,13 @@ class Container:
             transform = resolve_transform(self.settings.template_transform, model_id, dimension)
         except (OSError, ValueError, KeyError) as err:
             raise ModelUnavailable(f"template transform unusable: {err}") from err
+        s = self.settings
+        try:
+            factory = index_factory(s.index_backend, s.index_type, s.resolved_milvus_uri)
+        except ValueError as err:
+            raise ModelUnavailable(str(err)) from err
         keeper = IndexKeeper(
-            RegistryTemplates(self.db), model_id, dimension, self.settings.index_dir, transform
+            RegistryTemplates(self.db), model_id, dimension, s.index_dir, transform, factory
         )
         keeper.open()
         with self.db.unit() as tx:

@@ -13,7 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ModelBackend = Literal["auto", "sface", "insightface", "dlib"]
-IndexType = Literal["flat"]
+IndexType = Literal["flat", "hnsw", "auto"]
+IndexBackend = Literal["faiss", "milvus"]
 
 
 class Settings(BaseSettings):
@@ -26,7 +27,20 @@ class Settings(BaseSettings):
     model_backend: ModelBackend = "sface"
     model_dir: Path = PROJECT_ROOT / "models"
     insightface_pack: str = "buffalo_l"
-    index_type: IndexType = "flat"
+    index_backend: IndexBackend = Field(
+        default="faiss",
+        description="faiss (embedded, in the server's memory) or milvus (HOMEWARD_MILVUS_URI)",
+    )
+    index_type: IndexType = Field(
+        default="flat",
+        description="flat (exact), hnsw (approximate graph, exact scores), or auto (flat for "
+        "small galleries, hnsw from about 20k 128-D or 5k 512-D templates)",
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="a Milvus server (http://host:19530) or a Milvus Lite file (*.db, one "
+        "process only); default: milvus.db in the data dir",
+    )
 
     worker_threads: int = Field(default=2, ge=1, le=256, description="pool for blocking work")
     inference_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op")
@@ -173,3 +187,7 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "faiss"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")

@@ -195,19 +195,6 @@ def test_corrupted_index_file_is_detected_and_rebuilt(
         assert match(second, altered_probe(2)) == before
 
 
-def test_two_processes_on_one_registry_converge(
-    make_settings: Callable[..., Settings], start_app: Callable[[Settings], TestClient]
-) -> None:
-    """Like two uvicorn workers: what one enrolls or deletes, the other finds or forgets."""
-    settings = make_settings()
-    with start_app(settings) as a, start_app(settings) as b:
-        case_ids = enroll_six(a)
-        assert top_case(b, altered_probe(4)) == case_ids[4]
-        b.delete(f"/v1/cases/{case_ids[4]}")
-        (face,) = match(a, altered_probe(4))["faces"]
-        assert case_ids[4] not in {c["case_id"] for c in face["candidates"]}
-
-
 def test_snapshot_behind_the_registry_is_replayed(
     make_settings: Callable[..., Settings],
     start_app: Callable[[Settings], TestClient],

@@ -61,3 +61,21 @@ def test_photo_quality_migration_on_postgres(
     start_app: Callable[[Settings], TestClient],
 ) -> None:
     check_upgrade_from_0004(make_settings(database_url=postgres_url), start_app)
+
+
+def test_two_processes_on_one_registry_converge(
+    postgres_url: str,
+    make_settings: Callable[..., Settings],
+    start_app: Callable[[Settings], TestClient],
+) -> None:
+    """Like two API processes on PostgreSQL: what one enrolls or deletes, the other finds or
+    forgets (on SQLite a second process is refused: tests/test_writer_lock.py)."""
+    from tests.test_matching_api import enroll_six, match, top_case
+
+    settings = make_settings(database_url=postgres_url)
+    with start_app(settings) as a, start_app(settings) as b:
+        case_ids = enroll_six(a)
+        assert top_case(b, altered_probe(4)) == case_ids[4]
+        b.delete(f"/v1/cases/{case_ids[4]}")
+        (face,) = match(a, altered_probe(4))["faces"]
+        assert case_ids[4] not in {c["case_id"] for c in face["candidates"]}

@@ -1,5 +1,10 @@
-"""The vector-search layer on its own: FaissIndex filters, snapshots, and IndexKeeper sync,
-against an in-memory TemplateSource and a brute-force numpy reference (no face models)."""
+"""The vector-search layer on its own: index filters, snapshots, and IndexKeeper sync,
+against an in-memory TemplateSource and a brute-force numpy reference (no face models).
+
+The backend-independent tests take the ``factory`` fixture and run once per index: FAISS
+flat (the reference), FAISS HNSW (filters answered by an exact scan of the few passing
+rows, and ``hnsw-walk``: always through the graph), and Milvus (Milvus Lite, flat and HNSW).
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.search.backends import FaissFactory
 from service.search.faiss_index import FaissIndex
+from service.search.hnsw import HnswIndex
 from service.search.keeper import IndexKeeper
 from service.search.port import (
     Change,
     IndexedTemplate,
+    IndexFactory,
     SearchFilter,
     SnapshotMeta,
     TemplateAttributes,
     TemplateSource,
+    VectorIndex,
 )
 from service.search.rwlock import ReadWriteLock
 from service.search.transform import IDENTITY, TemplateTransform
+from service.settings import IndexType
 
 MODEL, DIM = "test-model", 32
 TODAY = date(2024, 6, 1)
@@ -100,8 +110,62 @@ def filled_source(n: int = 400, seed: int = 7) -> FakeSource:
     return source
 
 
-def index_of(source: FakeSource) -> FaissIndex:
-    index = FaissIndex(DIM, MODEL)
+class WalkFactory(FaissFactory):
+    """HNSW that always walks the graph, however few templates a filter leaves."""
+
+    def __init__(self) -> None:
+        super().__init__("hnsw")
+
+    def create(self, dimension: int, model_id: str, transform: str, size: int) -> VectorIndex:
+        index = super().create(dimension, model_id, transform, size)
+        assert isinstance(index, HnswIndex)
+        index.exact_below = 0
+        return index
+
+    def load(
+        self, folder: Path, model_id: str, dimension: int, transform: str, size: int
+    ) -> VectorIndex | None:
+        index = super().load(folder, model_id, dimension, transform, size)
+        if isinstance(index, HnswIndex):
+            index.exact_below = 0
+        return index
+
+
+BACKENDS = ["flat", "hnsw", "hnsw-walk", "milvus", "milvus-hnsw"]
+KINDS = {
+    "flat": "faiss-flat",
+    "hnsw": "faiss-hnsw",
+    "hnsw-walk": "faiss-hnsw",
+    "milvus": "milvus-flat",
+    "milvus-hnsw": "milvus-hnsw",
+}
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One Milvus Lite database for the session; every index gets its own collection."""
+    return str(tmp_path_factory.mktemp("milvus") / "lite.db")
+
+
+def make_factory(name: str, request: pytest.FixtureRequest) -> IndexFactory:
+    if name.startswith("milvus"):
+        from service.search.milvus_index import MilvusFactory
+
+        index_type: IndexType = "hnsw" if name == "milvus-hnsw" else "flat"
+        return MilvusFactory(request.getfixturevalue("milvus_uri"), index_type)
+    return (
+        WalkFactory() if name == "hnsw-walk" else FaissFactory("hnsw" if name == "hnsw" else "flat")
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def factory(request: pytest.FixtureRequest) -> IndexFactory:
+    """Each index backend and type in turn."""
+    return make_factory(request.param, request)
+
+
+def index_of(source: FakeSource, factory: IndexFactory | None = None) -> VectorIndex:
+    index = (factory or FaissFactory()).create(DIM, MODEL, "none", len(source.templates))
     templates = list(source.templates.values())
     ids = np.array([t.id for t in templates], dtype=np.int64)
     vectors = np.stack([source.vector(t.id) for t in templates])
@@ -149,7 +213,7 @@ def assert_matches(
         np.testing.assert_allclose(scores[: len(want_scores)], want_scores, atol=1e-5)
 
 
-def index_search(index: FaissIndex) -> Search:
+def index_search(index: VectorIndex) -> Search:
     def search(
         query: np.ndarray, k: int, where: SearchFilter | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -160,9 +224,12 @@ def index_search(index: FaissIndex) -> Search:
 
 
 def keeper_for(
-    source: TemplateSource, folder: Path, transform: TemplateTransform = IDENTITY
+    source: TemplateSource,
+    folder: Path,
+    transform: TemplateTransform = IDENTITY,
+    factory: IndexFactory | None = None,
 ) -> IndexKeeper:
-    return IndexKeeper(source, MODEL, DIM, folder, transform)
+    return IndexKeeper(source, MODEL, DIM, folder, transform, factory)
 
 
 FILTERS = {
@@ -199,18 +266,18 @@ def test_birth_day_range() -> None:
 
 @pytest.mark.parametrize("name", FILTERS)
 @pytest.mark.parametrize("k", [1, 10, 400])
-def test_search_equals_brute_force(name: str, k: int) -> None:
+def test_search_equals_brute_force(name: str, k: int, factory: IndexFactory) -> None:
     source = filled_source()
-    assert_matches(source, index_search(index_of(source)), FILTERS[name], k=k, n=3)
+    assert_matches(source, index_search(index_of(source, factory)), FILTERS[name], k=k, n=3)
 
 
-def test_unknown_sex_and_missing_dates_always_pass() -> None:
+def test_unknown_sex_and_missing_dates_always_pass(factory: IndexFactory) -> None:
     source = filled_source(50)
     rng = np.random.default_rng(3)
     [unknown, undated] = unit(rng, 2)
     a = source.enroll(unknown, TemplateAttributes("north", "unknown", TODAY.toordinal() - 2000.0))
     b = source.enroll(undated, TemplateAttributes("north", "female", None))
-    index = index_of(source)
+    index = index_of(source, factory)
     for sex in ("female", "male"):
         assert index.search(unknown, 1, SearchFilter(sex=sex, today=TODAY))[1][0, 0] == a
     for ages in ((0, 1), (50, 60), (None, 0.5)):
@@ -218,18 +285,18 @@ def test_unknown_sex_and_missing_dates_always_pass() -> None:
         assert index.search(undated, 1, where)[1][0, 0] == b
 
 
-def test_k_is_at_least_one_and_short_results_are_padded() -> None:
+def test_k_is_at_least_one_and_short_results_are_padded(factory: IndexFactory) -> None:
     source = filled_source(20)
-    index = index_of(source)
+    index = index_of(source, factory)
     scores, ids = index.search(unit(np.random.default_rng(1), 1), 0)
     assert ids.shape == (1, 1) and ids[0, 0] > 0
     _, ids = index.search(unit(np.random.default_rng(1), 2), 30)
     assert ids.shape == (2, 30) and (ids[:, 20:] == -1).all() and (ids[:, :20] > 0).all()
 
 
-def test_removed_templates_are_not_findable() -> None:
+def test_removed_templates_are_not_findable(factory: IndexFactory) -> None:
     source = filled_source(200)
-    index = index_of(source)
+    index = index_of(source, factory)
     gone = np.array(sorted(source.templates)[::2], dtype=np.int64)
     vectors = np.stack([source.vector(int(i)) for i in gone])
     for i in gone:
@@ -243,9 +310,9 @@ def test_removed_templates_are_not_findable() -> None:
         assert_matches(source, index_search(index), where, n=2)
 
 
-def test_readd_with_new_attributes_is_filtered_by_them() -> None:
+def test_readd_with_new_attributes_is_filtered_by_them(factory: IndexFactory) -> None:
     source = filled_source(100)
-    index = index_of(source)
+    index = index_of(source, factory)
     template_id = 42
     vector = source.vector(template_id)
     old = TemplateAttributes("north", "female", TODAY.toordinal() - 3000.0)
@@ -266,8 +333,8 @@ def test_readd_with_new_attributes_is_filtered_by_them() -> None:
         assert_matches(source, index_search(index), where, n=2)
 
 
-def test_ids_grow_the_bitmaps() -> None:
-    index = FaissIndex(DIM, MODEL)
+def test_ids_grow_the_bitmaps(factory: IndexFactory) -> None:
+    index = factory.create(DIM, MODEL, "none", 0)
     vectors = unit(np.random.default_rng(5), 3)
     attributes = [TemplateAttributes("north", "female", None)] * 3
     index.add(np.array([5, 70_000, 2_000_000]), vectors, attributes)
@@ -283,15 +350,15 @@ def test_ids_grow_the_bitmaps() -> None:
 # -- snapshots -------------------------------------------------------------------------
 
 
-def test_snapshot_round_trip_keeps_attributes(tmp_path: Path) -> None:
+def test_snapshot_round_trip_keeps_attributes(tmp_path: Path, factory: IndexFactory) -> None:
     source = filled_source()
-    index = index_of(source)
+    index = index_of(source, factory)
     index.remove(np.array([1, 2, 3]))
     for i in (1, 2, 3):
         source.delete(i)
     meta = index.save(tmp_path)
-    assert (meta.count, meta.watermark, meta.index_type) == (397, 400, "faiss-flat")
-    loaded = FaissIndex.load(tmp_path, MODEL, DIM)
+    assert (meta.count, meta.watermark, meta.index_type) == (397, 400, index.kind)
+    loaded = factory.load(tmp_path, MODEL, DIM, "none", 397)
     assert loaded is not None and len(loaded) == 397 and loaded.watermark == 400
     for where in FILTERS.values():
         assert_matches(source, index_search(loaded), where, n=2)
@@ -322,12 +389,12 @@ def test_damaged_snapshot_is_rebuilt(tmp_path: Path) -> None:
     assert_matches(source, keeper.search, FILTERS["org-sex-age"])
 
 
-def test_snapshot_ahead_of_the_source_is_rebuilt(tmp_path: Path) -> None:
-    keeper = keeper_for(filled_source(), tmp_path)
+def test_snapshot_ahead_of_the_source_is_rebuilt(tmp_path: Path, factory: IndexFactory) -> None:
+    keeper = keeper_for(filled_source(), tmp_path, factory=factory)
     keeper.open()
     keeper.save()
     smaller = filled_source(300, seed=8)
-    keeper = keeper_for(smaller, tmp_path)
+    keeper = keeper_for(smaller, tmp_path, factory=factory)
     assert keeper.open() == "rebuilt"
     assert keeper.generation == 300 and keeper.size == 300
     assert_matches(smaller, keeper.search, FILTERS["female"])
@@ -336,13 +403,16 @@ def test_snapshot_ahead_of_the_source_is_rebuilt(tmp_path: Path) -> None:
 # -- the keeper ------------------------------------------------------------------------
 
 
-def test_keeper_opens_loads_and_replays(tmp_path: Path) -> None:
+def test_keeper_opens_loads_and_replays(
+    tmp_path: Path, factory: IndexFactory, request: pytest.FixtureRequest
+) -> None:
     source = filled_source()
-    first = keeper_for(source, tmp_path)
+    first = keeper_for(source, tmp_path, factory=factory)
     assert not first.ready
-    assert first.open() == "rebuilt" and first.kind == "faiss-flat"
+    assert first.open() == "rebuilt" and first.kind == KINDS[request.node.callspec.id]
+    assert (first.backend, first.index_type) == tuple(first.kind.split("-"))
     first.save()
-    assert keeper_for(source, tmp_path).open() == "loaded"
+    assert keeper_for(source, tmp_path, factory=factory).open() == "loaded"
 
     rng = np.random.default_rng(11)
     for vector in unit(rng, 30):
@@ -350,26 +420,26 @@ def test_keeper_opens_loads_and_replays(tmp_path: Path) -> None:
     for template_id in (5, 6, 7, 405):
         source.delete(template_id)
     source.retag(8, TemplateAttributes("east", "male", None))
-    again = keeper_for(source, tmp_path)
+    again = keeper_for(source, tmp_path, factory=factory)
     assert again.open() == "replayed"
     assert again.generation == source.watermark(MODEL) and again.size == 426
     for where in FILTERS.values():
         assert_matches(source, again.search, where, n=2)
 
 
-def test_keeper_rebuilds_when_the_count_disagrees(tmp_path: Path) -> None:
+def test_keeper_rebuilds_when_the_count_disagrees(tmp_path: Path, factory: IndexFactory) -> None:
     source = filled_source(50)
-    keeper = keeper_for(source, tmp_path)
+    keeper = keeper_for(source, tmp_path, factory=factory)
     keeper.open()
     keeper.save()
     del source.templates[10]  # gone without a logged change
-    keeper = keeper_for(source, tmp_path)
+    keeper = keeper_for(source, tmp_path, factory=factory)
     assert keeper.open() == "rebuilt" and keeper.size == 49
 
 
-def test_catch_up_applies_changes_in_order(tmp_path: Path) -> None:
+def test_catch_up_applies_changes_in_order(tmp_path: Path, factory: IndexFactory) -> None:
     source = filled_source(50)
-    keeper = keeper_for(source, tmp_path)
+    keeper = keeper_for(source, tmp_path, factory=factory)
     keeper.open()
     rng = np.random.default_rng(12)
     new = source.enroll(unit(rng, 1)[0], random_attributes(rng))
@@ -383,17 +453,18 @@ def test_catch_up_applies_changes_in_order(tmp_path: Path) -> None:
         assert_matches(source, keeper.search, where, n=2)
 
 
-def test_keeper_search_applies_the_transform(tmp_path: Path) -> None:
+def test_keeper_search_applies_the_transform(tmp_path: Path, factory: IndexFactory) -> None:
     """An orthogonal map keeps inner products, so results match the raw reference only if
     queries and templates are both transformed."""
     q, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((DIM, DIM)))
     transform = TemplateTransform("ortho-1", MODEL, q.astype(np.float32))
     source = filled_source(100)
-    keeper = keeper_for(source, tmp_path, transform=transform)
+    keeper = keeper_for(source, tmp_path, transform=transform, factory=factory)
     keeper.open()
     assert_matches(source, keeper.search, FILTERS["org"])
     keeper.save()
-    assert keeper_for(source, tmp_path).open() == "rebuilt"  # other transform: not loaded
+    other = keeper_for(source, tmp_path, factory=factory)
+    assert other.open() == "rebuilt"  # other transform: not loaded
 
 
 class BlockingSource(FakeSource):
@@ -428,9 +499,11 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obje
     return thread, results
 
 
-def test_catch_up_without_waiting_gives_way_to_a_sync(tmp_path: Path) -> None:
+def test_catch_up_without_waiting_gives_way_to_a_sync(
+    tmp_path: Path, factory: IndexFactory
+) -> None:
     source = BlockingSource(filled_source(50))
-    keeper = keeper_for(source, tmp_path)
+    keeper = keeper_for(source, tmp_path, factory=factory)
     keeper.open()
     rng = np.random.default_rng(13)
     source.enroll(unit(rng, 1)[0], random_attributes(rng))
@@ -475,9 +548,9 @@ def test_search_proceeds_while_a_snapshot_is_written(
     assert keeper.catch_up() == 1 and keeper.size == 101
 
 
-def test_search_proceeds_while_rebuilding(tmp_path: Path) -> None:
+def test_search_proceeds_while_rebuilding(tmp_path: Path, factory: IndexFactory) -> None:
     source = BlockingSource(filled_source(100))
-    keeper = keeper_for(source, tmp_path)
+    keeper = keeper_for(source, tmp_path, factory=factory)
     keeper.open()
     source.armed = "templates"
     thread, _ = in_thread(keeper.rebuild)

@@ -108,10 +108,11 @@ def _load(state: AppState, worker: Worker | None) -> None:
         worker.start()
     index = state.container.index
     logger.info(
-        "ready in %.1f s: model %s, index faiss %s, %d templates, generation %d",
+        "ready in %.1f s: model %s, index %s %s, %d templates, generation %d",
         time.monotonic() - started,
         index.model_id,
-        state.container.settings.index_type,
+        index.backend,
+        index.index_type,
         index.size,
         index.generation,
     )

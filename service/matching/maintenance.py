@@ -67,8 +67,8 @@ class MaintenanceService:
         return IndexStats(
             model_id=self.index.model_id,
             dimension=self.index.dimension,
-            backend="faiss",
-            index_type=self.settings.index_type,
+            backend=self.index.backend,
+            index_type=self.index.index_type,
             templates=self.index.size,
             registry_templates=registry_count,
             generation=self.index.generation,
@@ -97,8 +97,8 @@ class MaintenanceService:
             model_backend=self.model_backend,
             model_id=self.index.model_id,
             dimension=self.index.dimension,
-            index_backend="faiss",
-            index_type=s.index_type,
+            index_backend=self.index.backend,
+            index_type=self.index.index_type,
             index_size=self.index.size if admin else None,
             index_generation=self.index.generation if admin else None,
             index_opened=self.index.last_open,
@@ -124,8 +124,8 @@ class MaintenanceService:
             deliveries = tx.outbox.count_by_state()
         return Vitals(
             model_id=self.index.model_id,
-            index_backend="faiss",
-            index_type=self.settings.index_type,
+            index_backend=self.index.backend,
+            index_type=self.index.index_type,
             index_templates=self.index.size,
             index_generation=self.index.generation,
             review_queue=queue,

@@ -72,6 +72,11 @@ class AttributeTable:
             np.bitwise_and.at(self._bitmaps[int(code)], members >> 3, ~_bits(members))
         self._org[ids], self._sex[ids], self._birth[ids] = NO_ORG, UNKNOWN_SEX, np.nan
 
+    def present(self) -> Bitmap:
+        """The ids present, as a packed bitmap (for an index that keeps dead entries)."""
+        packed: Bitmap = np.packbits(self._org != NO_ORG, bitorder="little")
+        return packed
+
     def selection(self, where: SearchFilter) -> Bitmap:
         """The ids passing ``where`` as a packed bitmap (ids not indexed may be set too:
         FAISS only ever asks about indexed ones)."""
@@ -142,6 +147,11 @@ class AttributeTable:
         self._birth = np.concatenate([self._birth, np.full(extra, np.nan)])
         for code, bitmap in self._bitmaps.items():
             self._bitmaps[code] = np.concatenate([bitmap, np.zeros(extra // 8, np.uint8)])
+
+
+def popcount(bitmap: Bitmap) -> int:
+    """How many ids a packed bitmap selects."""
+    return int(np.bitwise_count(bitmap).sum(dtype=np.int64))
 
 
 def _bits(ids: IdArray) -> Bitmap:

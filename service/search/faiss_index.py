@@ -1,4 +1,5 @@
-"""The embedded vector index: FAISS ``IndexIDMap2`` over exact inner product.
+"""The embedded exact vector index: FAISS ``IndexIDMap2`` over exact inner product (the
+reference every other index is tested against; HNSW is in ``service.search.hnsw``).
 
 Vectors are unit length, so inner product is cosine similarity. Filters are applied inside
 the FAISS scan through an ``IDSelectorBitmap`` built from the attribute table, so a
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import faiss
 import numpy as np
@@ -47,18 +48,23 @@ FORMAT_VERSION = 2  # 2: attributes saved beside the vectors
 
 
 class FaissIndex:
-    """A ``VectorIndex``. Thread-safe: adds and removes take the write lock; searches and
-    snapshots share the read lock."""
+    """A ``VectorIndex``: exact search. Thread-safe: adds and removes take the write lock;
+    searches and snapshots share the read lock."""
+
+    KIND = "faiss-flat"
 
     def __init__(self, dimension: int, model_id: str, transform: str = "none") -> None:
         self.dimension = dimension
         self.model_id = model_id
         self.transform = transform  # the template transform's version the vectors went through
         self.watermark = 0
-        self.kind = "faiss-flat"
+        self.kind = self.KIND
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
         self._attributes = AttributeTable()
         self._lock = ReadWriteLock()
+
+    def discard(self) -> None:
+        """Nothing outside this process to release."""
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -151,9 +157,10 @@ class FaissIndex:
     @classmethod
     def load(
         cls, folder: Path, model_id: str, dimension: int, transform: str = "none"
-    ) -> FaissIndex | None:
+    ) -> Self | None:
         """The saved snapshot for this model, or None (with the reason logged) if it is
-        missing, damaged, or was built for another model, dimension, transform or format."""
+        missing, damaged, or was built for another model, dimension, transform, format or
+        index type (a flat snapshot is not loaded as HNSW, nor the other way round)."""
         data, meta_path = _paths(folder, model_id)
         try:
             meta = SnapshotMeta(**json.loads(meta_path.read_text()))
@@ -164,7 +171,7 @@ class FaissIndex:
         except (ValueError, TypeError) as err:
             logger.warning("index snapshot metadata unreadable (%s); will rebuild", err)
             return None
-        problem = _snapshot_problem(meta, blob, model_id, dimension, transform)
+        problem = _snapshot_problem(meta, blob, model_id, dimension, transform, cls.KIND)
         if problem:
             logger.warning("index snapshot rejected: %s; will rebuild", problem)
             return None
@@ -175,7 +182,7 @@ class FaissIndex:
             return None
 
     @classmethod
-    def _from_blob(cls, blob: bytes, meta: SnapshotMeta) -> FaissIndex:
+    def _from_blob(cls, blob: bytes, meta: SnapshotMeta) -> Self:
         index = cls(meta.dimension, meta.model_id, meta.transform)
         with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
             inner = faiss.deserialize_index(arrays["index"])
@@ -201,10 +208,12 @@ def _check_batch(ids: IdArray, vectors: FloatArray, attributes: Sequence[object]
 
 
 def _snapshot_problem(
-    meta: SnapshotMeta, blob: bytes, model_id: str, dimension: int, transform: str
+    meta: SnapshotMeta, blob: bytes, model_id: str, dimension: int, transform: str, kind: str
 ) -> str:
     if meta.format_version != FORMAT_VERSION:
         return f"format version {meta.format_version}, expected {FORMAT_VERSION}"
+    if meta.index_type != kind:
+        return f"a {meta.index_type} index, not {kind}"
     if meta.model_id != model_id or meta.dimension != dimension:
         return f"built for {meta.model_id} ({meta.dimension}-D), not {model_id} ({dimension}-D)"
     if meta.transform != transform:

@@ -7,6 +7,10 @@ replayed (so several workers or replicas all converge), otherwise it is rebuilt.
 Searches never wait for a rebuild or a snapshot: a rebuild fills a new index beside the
 live one and swaps the reference; a snapshot only shares the index's read lock; and the
 search path's ``catch_up(wait=False)`` gives way to any sync or snapshot in progress.
+
+The index itself comes from an ``IndexFactory`` (FAISS flat or HNSW, Milvus), so the keeper
+works the same for every backend; a snapshot first rebuilds an index the factory calls
+stale (deletions piled up in an HNSW graph, or ``auto`` now calling for another type).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from service.search.backends import FaissFactory
 from service.search.faiss_index import FaissIndex, sweep_partial
 from service.search.port import (
     Change,
     FloatArray,
     IdArray,
     IndexedTemplate,
+    IndexFactory,
     SearchFilter,
     SnapshotMeta,
     TemplateSource,
@@ -42,14 +48,18 @@ class IndexKeeper:
         dimension: int,
         folder: Path,
         transform: TemplateTransform = IDENTITY,
+        factory: IndexFactory | None = None,
     ) -> None:
         self.source = source
         self.model_id = model_id
         self.dimension = dimension
         self.folder = folder
         self.transform = transform  # for the next open() or rebuild()
+        self.factory = factory or FaissFactory()
         # The live index and the transform it was built with, swapped as one reference.
-        self._live: tuple[VectorIndex, TemplateTransform] = (self._new_index(transform), transform)
+        # Until open(): an empty in-memory placeholder (never a Milvus collection).
+        empty = FaissIndex(dimension, model_id, transform.version)
+        self._live: tuple[VectorIndex, TemplateTransform] = (empty, transform)
         self._sync_lock = threading.Lock()  # one thread applies changes or swaps at a time
         self._save_lock = threading.Lock()  # one snapshot at a time
         self._saving = 0  # snapshots in progress, guarded by _sync_lock
@@ -72,6 +82,16 @@ class IndexKeeper:
     def kind(self) -> str:
         return self.index.kind
 
+    @property
+    def backend(self) -> str:
+        """The index backend in use: "faiss" or "milvus"."""
+        return self.kind.split("-", 1)[0]
+
+    @property
+    def index_type(self) -> str:
+        """The live index's type: "flat" or "hnsw" (what ``auto`` chose)."""
+        return self.kind.split("-", 1)[-1]
+
     # -- opening -------------------------------------------------------------------------
 
     def open(self) -> str:
@@ -81,7 +101,7 @@ class IndexKeeper:
             self._rebuild()
             self.last_open = "rebuilt"
         else:
-            self._live = (snapshot, self.transform)
+            self._swap(snapshot, self.transform)
             replayed = self.catch_up()
             self.last_open = "replayed" if replayed else "loaded"
             if len(snapshot) != self.source.template_count(self.model_id):
@@ -94,10 +114,10 @@ class IndexKeeper:
         )
         return self.last_open
 
-    def _usable_snapshot(self) -> FaissIndex | None:
+    def _usable_snapshot(self) -> VectorIndex | None:
         sweep_partial(self.folder)  # what a crash left of a snapshot being written
-        snapshot = FaissIndex.load(
-            self.folder, self.model_id, self.dimension, self.transform.version
+        snapshot = self.factory.load(
+            self.folder, self.model_id, self.dimension, self.transform.version, self._count()
         )
         source_mark = self.source.watermark(self.model_id)
         if snapshot is not None and snapshot.watermark > source_mark:
@@ -106,8 +126,12 @@ class IndexKeeper:
                 snapshot.watermark,
                 source_mark,
             )
+            snapshot.discard()
             return None
         return snapshot
+
+    def _count(self) -> int:
+        return self.source.template_count(self.model_id)
 
     # -- keeping up ------------------------------------------------------------------------
 
@@ -135,14 +159,26 @@ class IndexKeeper:
         what changed meanwhile and swap, so a writer that caught up before the swap still
         finds its change in the new index."""
         transform = self.transform
-        fresh = self._new_index(transform)
-        fresh.watermark = self.source.watermark(self.model_id)  # before reading templates
-        for block in self.source.iter_templates(self.model_id):
-            self._add(fresh, transform, block)
-        self._replay(fresh, transform)  # the bulk of the changes made while building
-        with self._sync_lock:
-            self._replay(fresh, transform)
-            self._live = (fresh, transform)
+        fresh = self._new_index(transform, self._count())
+        try:
+            fresh.watermark = self.source.watermark(self.model_id)  # before reading templates
+            for block in self.source.iter_templates(self.model_id):
+                self._add(fresh, transform, block)
+            self._replay(fresh, transform)  # the bulk of the changes made while building
+            with self._sync_lock:
+                self._replay(fresh, transform)
+                self._swap(fresh, transform)
+        except BaseException:
+            fresh.discard()
+            raise
+
+    def _swap(self, index: VectorIndex, transform: TemplateTransform) -> None:
+        """Make ``index`` the live one and release the one it replaces (a search still in
+        it finishes on a FAISS index; a Milvus collection is dropped)."""
+        old = self._live[0]
+        self._live = (index, transform)
+        if old is not index:
+            old.discard()
 
     def _replay(self, index: VectorIndex, transform: TemplateTransform) -> int:
         applied = 0
@@ -180,8 +216,8 @@ class IndexKeeper:
         raw: FloatArray = np.frombuffer(b"".join(t.vector for t in block), dtype="<f4")
         return raw.reshape(len(block), self.dimension).astype(np.float32)
 
-    def _new_index(self, transform: TemplateTransform) -> FaissIndex:
-        return FaissIndex(self.dimension, self.model_id, transform.version)
+    def _new_index(self, transform: TemplateTransform, size: int = 0) -> VectorIndex:
+        return self.factory.create(self.dimension, self.model_id, transform.version, size)
 
     # -- searching and snapshots -------------------------------------------------------------
 
@@ -199,8 +235,13 @@ class IndexKeeper:
         return scores[0], ids[0]
 
     def save(self) -> SnapshotMeta:
-        """Snapshot the live index. Searches go on meanwhile (they share its read lock);
-        writers' catch-ups wait only for the serialisation."""
+        """Snapshot the live index, first rebuilt beside if the factory calls it stale.
+        Searches go on meanwhile (they share its read lock); writers' catch-ups wait only
+        for the serialisation."""
+        reason = self.factory.stale(self.index, self._count())
+        if reason:
+            logger.info("index rebuilt before its snapshot: %s", reason)
+            self._rebuild()
         with self._save_lock:
             with self._sync_lock:
                 self._saving += 1

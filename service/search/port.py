@@ -1,5 +1,5 @@
 """The vector-search port: what the index is fed from, what it can filter on, and what
-any backend (FAISS now, Milvus later) offers the application layer.
+any backend (FAISS flat or HNSW embedded, Milvus) offers the application layer.
 
 Nothing here knows about the registry's storage: the registry implements
 ``TemplateSource``, and the search layer depends only on this module.
@@ -107,15 +107,16 @@ class SnapshotMeta:
     transform: str = "none"  # the template transform's version the vectors went through
     format_version: int = 0  # set by the backend that wrote it
     written_at: str = ""
+    location: str = ""  # where the index lives when not in a snapshot file (a Milvus collection)
 
 
 class VectorIndex(Protocol):
-    """add, remove, search with a filter, count, snapshot; FAISS now, Milvus later."""
+    """add, remove, search with a filter, count, snapshot; FAISS (flat, HNSW) and Milvus."""
 
     model_id: str
     dimension: int
     watermark: int  # the registry change seq the index includes
-    kind: str  # e.g. "faiss-flat"
+    kind: str  # "<backend>-<type>", e.g. "faiss-flat", "faiss-hnsw", "milvus-hnsw"
 
     def __len__(self) -> int: ...
 
@@ -135,3 +136,26 @@ class VectorIndex(Protocol):
 
     def save(self, folder: Path) -> SnapshotMeta:
         """Write a snapshot that a later start can load instead of rebuilding."""
+
+    def discard(self) -> None:
+        """Release what the index holds outside this process once it has been replaced
+        (a Milvus collection); nothing for an in-memory index."""
+
+
+class IndexFactory(Protocol):
+    """Makes, reopens and judges one backend's indexes, so the keeper knows none of them."""
+
+    backend: str  # "faiss" | "milvus"
+
+    def create(self, dimension: int, model_id: str, transform: str, size: int) -> VectorIndex:
+        """An empty index for about ``size`` templates (``auto`` picks its type by it)."""
+
+    def load(
+        self, folder: Path, model_id: str, dimension: int, transform: str, size: int
+    ) -> VectorIndex | None:
+        """The index saved in ``folder`` if it is intact and of the type ``size`` calls for;
+        None (the reason logged) means: build a new one."""
+
+    def stale(self, index: VectorIndex, size: int) -> str:
+        """Why the live index should be rebuilt beside ("" when it should not): deletions
+        piled up in a graph that cannot drop them, or ``auto`` now calls for another type."""

@@ -33,6 +33,7 @@ models: $(VENV)/.installed
 
 bench: $(VENV)/.installed-dev models
 	$(BIN)/python scripts/bench_match.py
+	$(BIN)/python scripts/bench_speed.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

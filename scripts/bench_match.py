@@ -39,7 +39,8 @@ def probe_photo() -> bytes:
     from skimage import data
 
     canvas = np.full((480, 640, 3), 128, np.uint8)
-    canvas[:, 80:560] = cv2.resize(data.astronaut()[:, :, ::-1], (480, 480))
+    astronaut = data.astronaut()  # type: ignore[no-untyped-call]
+    canvas[:, 80:560] = cv2.resize(astronaut[:, :, ::-1], (480, 480))
     return cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
@@ -218,7 +219,9 @@ def enrollment_rate(
     return enrolled / (time.perf_counter() - t), enrolled
 
 
-def bench_size(size: int, requests: int, enroll: list[bytes], model_id: str, dim: int) -> dict:
+def bench_size(
+    size: int, requests: int, enroll: list[bytes], model_id: str, dim: int
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="homeward-bench-") as tmp:
         settings = Settings(data_dir=Path(tmp), secrets_file=secrets_file(Path(tmp)))
         fill_gallery(settings, model_id, dim, size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +44,13 @@ class Settings(BaseSettings):
     )
 
     worker_threads: int = Field(default=2, ge=1, le=256, description="pool for blocking work")
-    inference_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op")
+    inference_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        le=256,
+        description="onnxruntime intra-op threads (idle ones sleep, so concurrent "
+        "inferences share them without loss); default: the cores, at most 4",
+    )
     faiss_threads: int = Field(default=1, ge=1, le=256)
 
     max_upload_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)

@@ -8,6 +8,7 @@ checksums pinned in the pack's ``SHA256SUMS``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from service.faces.base import (
     Image,
     l2_normalise,
 )
-from service.faces.onnx import cpu_session
+from service.faces.onnx import batch_size_free, cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,43 @@ OUTPUT_WIDTHS = (1, 4, 10)  # last dimension of the score, box and landmark outp
 NMS_IOU = 0.4
 DET_MEAN, DET_STD = 127.5, 128.0
 REC_MEAN, REC_STD = 127.5, 127.5
+
+
+class ArcFaceRecogniser:
+    """The recogniser of an InsightFace pack alone (ArcFace: a 112x112 aligned chip in, one
+    unit-length template out), for any backend that aligns chips the ArcFace way."""
+
+    def __init__(self, path: Path, *, threads: int = 1) -> None:
+        if not path.is_file():
+            raise ModelUnavailable(f"model file {path} is missing; {model_files.FETCH_HINT}")
+        self._session = cpu_session(path, threads, dynamic_batch=True)
+        self._input = _check_recogniser_input(self._session, path)
+        self.dimension = _recogniser_dimension(self._session, path)
+        self._batched = batch_size_free(self._session)
+        digest = model_files.sha256_file(path)[:12]
+        self.model_id = f"insightface:{path.parent.name}/{path.stem}:{digest}"
+
+    def embed(self, chip: Image) -> FloatArray:
+        """The unit-length template of an aligned chip (resized to 112x112 if need be)."""
+        template: FloatArray = self.embed_chips([chip])[0]
+        return template
+
+    def embed_chips(self, chips: Sequence[Image]) -> FloatArray:
+        """Unit-length templates of aligned chips, one row each, in one run when the graph
+        takes a batch."""
+        blob = np.concatenate([_blob(_chip_sized(chip), REC_MEAN, REC_STD) for chip in chips])
+        if self._batched:
+            outputs = [self._session.run(None, {self._input: blob})[0]]
+        else:
+            outputs = [self._session.run(None, {self._input: row[None]})[0] for row in blob]
+        vectors = np.asarray(np.concatenate(outputs), np.float32)
+        return l2_normalise(vectors.reshape(len(chips), self.dimension))
+
+
+def _chip_sized(chip: Image) -> Image:
+    if chip.shape[:2] == (CHIP_SIZE, CHIP_SIZE):
+        return chip
+    return np.asarray(cv2.resize(chip, (CHIP_SIZE, CHIP_SIZE)), dtype=np.uint8)
 
 
 class InsightFaceBackend(FaceBackend):
@@ -58,14 +96,12 @@ class InsightFaceBackend(FaceBackend):
                 raise ModelUnavailable(f"model file {path} is missing; {model_files.FETCH_HINT}")
         self.det_threshold = det_threshold
         self._detector = cpu_session(detector_path, threads)
-        self._recogniser = cpu_session(recogniser_path, threads)
         self._det_input = _check_detector(self._detector, detector_path)
         self._det_size = _detector_size(self._detector, det_size)
         self._anchors = _anchor_tables(self._detector, self._det_input, self._det_size)
-        self._rec_input = _check_recogniser_input(self._recogniser, recogniser_path)
-        self.dimension = _recogniser_dimension(self._recogniser, recogniser_path)
-        digest = model_files.sha256_file(recogniser_path)[:12]
-        self.model_id = f"insightface:{recogniser_path.parent.name}/{recogniser_path.stem}:{digest}"
+        self._recogniser = ArcFaceRecogniser(recogniser_path, threads=threads)
+        self.dimension = self._recogniser.dimension
+        self.model_id = self._recogniser.model_id
         log.info(
             "loaded %s (detector %s, input %s)", self.model_id, detector_path.name, self._det_size
         )
@@ -100,11 +136,10 @@ class InsightFaceBackend(FaceBackend):
         return align_chip(image, face.landmarks)
 
     def embed(self, image: Image, face: DetectedFace, chip: Image) -> FloatArray:
-        if chip.shape[:2] != (CHIP_SIZE, CHIP_SIZE):
-            chip = np.asarray(cv2.resize(chip, (CHIP_SIZE, CHIP_SIZE)), dtype=np.uint8)
-        blob = _blob(chip, REC_MEAN, REC_STD)
-        output = np.asarray(self._recogniser.run(None, {self._rec_input: blob})[0], np.float32)
-        return l2_normalise(output.reshape(1, self.dimension)).reshape(self.dimension)
+        return self._recogniser.embed(chip)
+
+    def embed_chips(self, chips: Sequence[Image]) -> FloatArray:
+        return self._recogniser.embed_chips(chips)
 
     def _decode(self, outputs: list[Any]) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Boxes (n, 4) as x1 y1 x2 y2, landmarks (n, 5, 2) and scores (n,) above threshold,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,6 +21,15 @@ from service.faces.quality import FaceQuality, QualityThresholds, assess
 
 # Faces are found on a copy of the photo at most this long a side (see FacePipeline.detect).
 DETECT_MAX_SIDE = 1280
+
+
+@runtime_checkable
+class ChipBatchEmbedder(Protocol):
+    """A backend whose templates depend on the aligned chip alone, embedded several at once."""
+
+    def embed_chips(self, chips: Sequence[Image]) -> FloatArray:
+        """Unit-length templates, one row per chip, as ``embed`` gives them one by one."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,17 @@ class FacePipeline:
     def analyse(self, image: Image, face: DetectedFace) -> AnalysedFace:
         chip = self.backend.align(image, face)
         quality = assess(face, chip, self.thresholds)
-        template = self.backend.embed(image, face, chip)
-        if self.flip:
-            mirror = self.backend.embed(image, face, np.ascontiguousarray(chip[:, ::-1]))
-            template = l2_normalise(template + mirror)
-        return AnalysedFace(face, quality, template)
+        return AnalysedFace(face, quality, self._template(image, face, chip))
+
+    def _template(self, image: Image, face: DetectedFace, chip: Image) -> FloatArray:
+        if not self.flip:
+            return self.backend.embed(image, face, chip)
+        mirror = np.ascontiguousarray(chip[:, ::-1])
+        if isinstance(self.backend, ChipBatchEmbedder):  # the chip and its mirror in one run
+            template, flipped = self.backend.embed_chips([chip, mirror])
+        else:
+            template, flipped = (self.backend.embed(image, face, c) for c in (chip, mirror))
+        return l2_normalise(template + flipped)
 
     def analyse_all(self, image: Image) -> list[AnalysedFace]:
         """Every face (for matching: poor quality is flagged, not refused)."""

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from service.faces.align import align_chip
 from service.faces.base import DetectedFace, FaceBackend, FloatArray, Image, l2_normalise
 from service.faces.model_files import sha256_file
-from service.faces.onnx import cpu_session
+from service.faces.onnx import batch_size_free, cpu_session
 
 # YuNet is run at most this many pixels on its longer side (by default; the pipeline
 # hands it a copy no larger than its own bound); faces are found on the downscaled copy
@@ -36,12 +37,15 @@ class SFaceBackend(FaceBackend):
         self.max_side = max_side
         # errors only: OpenCV 5 warns about DNN targets it ignores
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        self._detector = cv2.FaceDetectorYN.create(
-            str(detector), "", (320, 320), score_threshold, 0.3, 5000
+        self._new_detector = functools.partial(
+            cv2.FaceDetectorYN.create, str(detector), "", (320, 320), score_threshold, 0.3, 5000
         )
-        self._detector_lock = threading.Lock()  # YuNet keeps its input size as state
-        self._recogniser: ort.InferenceSession = cpu_session(recogniser, threads)
+        # YuNet keeps its input size as state: one per thread, so detections never queue
+        self._detectors = threading.local()
+        self._detectors.yunet = self._new_detector()  # a bad file fails here, at start-up
+        self._recogniser = cpu_session(recogniser, threads, dynamic_batch=True)
         self._input_name = self._recogniser.get_inputs()[0].name
+        self._batched = batch_size_free(self._recogniser)
         self.model_id = f"sface:{recogniser.stem}:{sha256_file(recogniser)[:12]}"
 
     def detect(self, image: Image) -> list[DetectedFace]:
@@ -51,9 +55,9 @@ class SFaceBackend(FaceBackend):
             if scale == 1.0
             else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         )
-        with self._detector_lock:
-            self._detector.setInputSize((small.shape[1], small.shape[0]))
-            _, rows = self._detector.detect(small)
+        detector = self._detector()
+        detector.setInputSize((small.shape[1], small.shape[0]))
+        _, rows = detector.detect(small)
         if rows is None:
             return []
         return [_face_from_row(row, scale) for row in rows]
@@ -62,10 +66,25 @@ class SFaceBackend(FaceBackend):
         return align_chip(image, face.landmarks)
 
     def embed(self, image: Image, face: DetectedFace, chip: Image) -> FloatArray:
+        template: FloatArray = self.embed_chips([chip])[0]
+        return template
+
+    def embed_chips(self, chips: Sequence[Image]) -> FloatArray:
+        """Unit-length templates of aligned chips, one row each, in one run when the graph
+        takes a batch (a face and its mirror: one call instead of two)."""
         # SFace takes RGB in 0..255; its graph normalises internally.
-        blob = chip[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)[None]
-        (output,) = self._recogniser.run(None, {self._input_name: blob})
-        return l2_normalise(np.asarray(output, dtype=np.float32).reshape(-1))
+        blob = np.stack([chip[:, :, ::-1].transpose(2, 0, 1) for chip in chips]).astype(np.float32)
+        if self._batched:
+            outputs = [self._recogniser.run(None, {self._input_name: blob})[0]]
+        else:
+            outputs = [self._recogniser.run(None, {self._input_name: row[None]})[0] for row in blob]
+        return l2_normalise(np.concatenate(outputs).reshape(len(chips), self.dimension))
+
+    def _detector(self) -> cv2.FaceDetectorYN:
+        detector: cv2.FaceDetectorYN | None = getattr(self._detectors, "yunet", None)
+        if detector is None:
+            detector = self._detectors.yunet = self._new_detector()
+        return detector
 
 
 def _face_from_row(row: FloatArray, scale: float) -> DetectedFace:

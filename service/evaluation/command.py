@@ -74,8 +74,10 @@ def evaluate(
     report rank-k identification and verification figures.
 
     Protocols: fgnet-looi (every image against all the others), fgnet-child (each
-    identity's earliest photo at age <= 10 against its photos 5+ years later), roles
-    (role=gallery rows enrolled, role=probe rows matched).
+    identity's earliest photo at age <= 10 against its photos 5+ years later),
+    fgnet-child-multi (all of an identity's photos at age <= 10 in one case, against its
+    photos 5+ years after the latest), roles (role=gallery rows enrolled, role=probe rows
+    matched). Each case-template fusion's rank-k is reported beside the service's.
     """
     settings: Settings = ctx.obj.settings  # the Container; evaluation builds its own
     if aged_templates is not None:

@@ -35,6 +35,7 @@ from service.evaluation.protocols import Plan, Sample
 from service.evaluation.runner import (
     Outcome,
     ProbeResult,
+    case_fusion,
     enroll_gallery,
     evaluation_settings,
     evaluator,
@@ -142,6 +143,7 @@ def _run_folds(svc: Container, plan: Plan, samples: list[Sample], top_k: int, k:
     person = np.array([folds[s.identity] for s in fitted])
     results: dict[int, ProbeResult] = {}
     genuine, impostor = [], []
+    fused: dict[str, dict[int, int | None]] = {}
     excludes = any(p.own_case is not None for p in plan.probes)
     fetch = min(top_k + 1, svc.settings.max_candidates) if excludes else top_k
     keeper = svc.index
@@ -162,24 +164,25 @@ def _run_folds(svc: Container, plan: Plan, samples: list[Sample], top_k: int, k:
         held = [n for n, p in enumerate(plan.probes) if folds[p.sample.identity] == fold]
         for n in tqdm(held, desc=f"matching fold {fold + 1}/{k}", unit="probe"):
             results[n] = match_probe(svc, actor, gallery, plan.probes[n], fetch, top_k)
-        raw, cases = gallery_templates(svc)
-        g, i = verification_scores(
-            gallery,
-            (keeper.transform.apply(raw), cases),
-            [plan.probes[n] for n in held],
-            [results[n] for n in held],
-        )
+        raw = gallery_templates(svc)
+        templates = replace(raw, vectors=keeper.transform.apply(raw.vectors))
+        probes, held_results = [plan.probes[n] for n in held], [results[n] for n in held]
+        g, i = verification_scores(gallery, templates, probes, held_results)
         genuine.append(g)
         impostor.append(i)
-    probes = [results[n] for n in range(len(plan.probes))]
-    mated = {gallery.identity[c] for c in gallery_templates(svc)[1]}
+        floor = svc.settings.score_floor
+        found = case_fusion(plan.gallery, gallery, templates, probes, held_results, floor, top_k)
+        for name, found_ranks in found.items():
+            fused.setdefault(name, {}).update(zip(held, found_ranks, strict=True))
+    mated = {gallery.identity[c] for c in gallery_templates(svc).case_ids}
     return Outcome(
         model_id=f"{svc.pipeline.model_id} + transform fitted per fold ({k} folds)",
         gallery=gallery,
-        probes=probes,
+        probes=[results[n] for n in range(len(plan.probes))],
         mated=sum(p.sample.identity in mated for p in plan.probes),
         genuine=np.concatenate(genuine),
         impostor=np.concatenate(impostor),
         enroll_seconds=enrolled - started,
         match_seconds=time.perf_counter() - enrolled,
+        fusion={name: [r[n] for n in range(len(plan.probes))] for name, r in fused.items()},
     )

@@ -127,6 +127,28 @@ def child(samples: list[Sample], gallery_max_age: float = 10, min_gap: float = 5
     return Plan("fgnet-child", gallery, probes)
 
 
+def child_multi(samples: list[Sample], gallery_max_age: float = 10, min_gap: float = 5) -> Plan:
+    """Each identity's photos at age <= 10 make its case (oldest last; identities with none
+    are left out); every photo of the same identity taken ``min_gap`` or more years after
+    the latest of them is a probe. The case's expected age today is, as in ``child``, the
+    median age of its probes; identities with no probe still have their case."""
+    gallery: list[GalleryCase] = []
+    probes: list[Probe] = []
+    for identity, photos in _by_identity(s for s in samples if s.age is not None).items():
+        young = sorted((s for s in photos if _age(s) <= gallery_max_age), key=_by_age)
+        if not young:
+            continue
+        later = sorted((s for s in photos if _age(s) >= _age(young[-1]) + min_gap), key=_by_age)
+        expected = float(np.median([_age(s) for s in later])) if later else None
+        gallery.append(GalleryCase(identity, identity, tuple(young), expected))
+        probes += [Probe(s) for s in later]
+    return Plan("fgnet-child-multi", gallery, probes)
+
+
+def _by_age(sample: Sample) -> tuple[float, str]:
+    return _age(sample), sample.name
+
+
 def _age(sample: Sample) -> float:
     return sample.age if sample.age is not None else float("nan")
 
@@ -150,5 +172,6 @@ def _by_identity(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
 PROTOCOLS: dict[str, Callable[[list[Sample]], Plan]] = {
     "fgnet-looi": looi,
     "fgnet-child": child,
+    "fgnet-child-multi": child_multi,
     "roles": roles,
 }

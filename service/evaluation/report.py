@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from service.evaluation.fusion import FUSIONS
 from service.evaluation.metrics import Scores, cmc, median, tar_at_far
 from service.evaluation.runner import Outcome
 
@@ -49,6 +50,7 @@ def figures(outcome: Outcome, top_k: int) -> dict[str, Any]:
             "several_faces_largest_enrolled": len(outcome.gallery.several_faces),
         },
         "verification": verification(outcome.genuine, outcome.impostor),
+        "case_fusion": case_fusion(outcome, top_k),
         "cmc": curve,
         "seconds": {"enroll": outcome.enroll_seconds, "match": outcome.match_seconds},
     }
@@ -57,6 +59,26 @@ def figures(outcome: Outcome, top_k: int) -> dict[str, Any]:
 def reason_counts(reasons: Iterable[str]) -> dict[str, int]:
     """Rejection reasons with their numbers blanked, so alike ones are counted together."""
     return dict(Counter(re.sub(r"\d+(\.\d+)?", "#", r) for r in reasons).most_common())
+
+
+def case_fusion(outcome: Outcome, top_k: int) -> dict[str, Any]:
+    """Rank-k of each case-template fusion, and how many probes' ``best`` ranks equal the
+    service's own (they differ only on near-ties between cases)."""
+    if not outcome.fusion:
+        return {}
+    service = [p.rank for p in outcome.probes]
+    agree = sum(a == b for a, b in zip(outcome.fusion["best"], service, strict=True))
+    if agree < len(service):
+        logger.warning("best-template fusion ranks differ from the service's for %d probe(s)",
+                       len(service) - agree)  # fmt: skip
+    fusions = {}
+    for name, ranks in outcome.fusion.items():
+        curve = cmc(ranks, top_k)
+        fusions[name] = {
+            "description": FUSIONS[name][1] if name in FUSIONS else "",
+            **{f"rank_{k}": curve[k - 1] if k <= top_k else None for k in RANKS},
+        }
+    return {"best_agrees_with_service": {"probes": agree, "of": len(service)}, **fusions}
 
 
 def verification(genuine: Scores, impostor: Scores) -> dict[str, Any]:
@@ -97,8 +119,23 @@ def table(fig: dict[str, Any]) -> str:
     rows.append(("genuine score median", _num(ver["genuine_median"])))
     rows.append(("impostor score median", _num(ver["impostor_median"])))
     rows.append(("genuine / impostor pairs", f"{ver['genuine_pairs']} / {ver['impostor_pairs']}"))
+    rows += _fusion_rows(fig.get("case_fusion") or {})
     width = max(len(label) for label, value in rows if value)
     return "\n".join(f"{label:{width}}  {value}".rstrip() for label, value in rows)
+
+
+def _fusion_rows(fusion: dict[str, Any]) -> list[tuple[str, str]]:
+    if not fusion:
+        return []
+    agree = fusion["best_agrees_with_service"]
+    ranks = "/".join(str(k) for k in RANKS)
+    rows = [
+        (f"case fusion: rank-{ranks}", f"(best = service on {agree['probes']} of {agree['of']})")
+    ]
+    for name, fig in fusion.items():
+        if name != "best_agrees_with_service":
+            rows.append((f"  {name}", "  ".join(_num(fig[f"rank_{k}"]) for k in RANKS)))
+    return rows
 
 
 def _num(value: float | None) -> str:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from service.container import Container
 from service.errors import HomewardError, NoFaceFound, SeveralFaces
+from service.evaluation.fusion import GalleryTemplates, fusion_ranks
 from service.evaluation.metrics import Scores, Templates, pair_scores
 from service.evaluation.protocols import GalleryCase, Plan, Probe, Sample
 from service.faces.pipeline import FaceChoice
@@ -61,6 +62,8 @@ class Outcome:
     impostor: Scores
     enroll_seconds: float
     match_seconds: float
+    # per case-template fusion, the rank of each probe (as ``ProbeResult.rank``)
+    fusion: dict[str, list[int | None]] = field(default_factory=dict)
 
 
 def evaluation_settings(settings: Settings, folder: Path) -> Settings:
@@ -103,10 +106,13 @@ def _run(svc: Container, plan: Plan, top_k: int) -> Outcome:
         for probe in tqdm(plan.probes, desc="matching", unit="probe")
     ]
     matched = time.perf_counter()
-    vectors, cases = gallery_templates(svc)
-    vectors = svc.index.transform.apply(vectors)  # as the index holds them
-    genuine, impostor = verification_scores(gallery, (vectors, cases), plan.probes, results)
-    mated = {gallery.identity[c] for c in cases}
+    raw = gallery_templates(svc)
+    templates = replace(raw, vectors=svc.index.transform.apply(raw.vectors))  # as indexed
+    genuine, impostor = verification_scores(gallery, templates, plan.probes, results)
+    fused = case_fusion(
+        plan.gallery, gallery, templates, plan.probes, results, svc.settings.score_floor, top_k
+    )
+    mated = {gallery.identity[c] for c in templates.case_ids}
     return Outcome(
         model_id=svc.pipeline.model_id,
         gallery=gallery,
@@ -116,6 +122,7 @@ def _run(svc: Container, plan: Plan, top_k: int) -> Outcome:
         impostor=impostor,
         enroll_seconds=enrolled - started,
         match_seconds=matched - enrolled,
+        fusion=fused,
     )
 
 
@@ -167,14 +174,15 @@ def enroll_photo(
 
 
 def case_dates(entry: GalleryCase, today: date | None = None) -> dict[str, Any]:
-    """A case's age at disappearance (its first photo's age) and the date it went missing,
+    """A case's age at disappearance (its latest photo's age) and the date it went missing,
     placed so that its expected age today is the protocol's ``expected_age``."""
-    first = entry.photos[0].age if entry.photos else None
-    if entry.expected_age is None or first is None:
+    ages = [p.age for p in entry.photos if p.age is not None]
+    if entry.expected_age is None or not ages:
         return {}
-    years = max(entry.expected_age - first, 0.0)
+    last = max(ages)
+    years = max(entry.expected_age - last, 0.0)
     since = (today or date.today()) - timedelta(days=round(years * 365.25))
-    return {"age_at_disappearance": first, "missing_since": since}
+    return {"age_at_disappearance": last, "missing_since": since}
 
 
 def match_probe(
@@ -198,29 +206,51 @@ def match_probe(
     return ProbeResult(rank, svc.index.transform.apply(face.face.template.reshape(1, -1))[0])
 
 
-def gallery_templates(svc: Container) -> tuple[Scores, list[str]]:
-    """Every enrolled template of the model (rows) and the case id of each."""
+def gallery_templates(svc: Container) -> GalleryTemplates:
+    """Every enrolled template of the model (rows, as embedded: no transform) with the
+    case, photo, kind and age of each."""
     with svc.db.unit() as tx:
-        rows = list(tx.templates.vectors(svc.pipeline.model_id))
+        rows = list(tx.templates.vectors(svc.pipeline.model_id, details=True))
     vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
-    return vectors.reshape(len(rows), svc.index.dimension).astype(np.float32), [r[2] for r in rows]
+    return GalleryTemplates(
+        vectors.reshape(len(rows), svc.index.dimension).astype(np.float32),
+        case_ids=[r[2] for r in rows],
+        photo_ids=[r[4] for r in rows],
+        kinds=[r[3] for r in rows],
+        ages=[r[5] for r in rows],
+    )
+
+
+def _codes(gallery: Gallery) -> tuple[dict[str, int], dict[str, int]]:
+    """Integer codes of the gallery's identities (sorted) and of its cases (in order)."""
+    names = {identity: n for n, identity in enumerate(sorted(set(gallery.identity.values())))}
+    return names, {case_id: n for n, case_id in enumerate(gallery.identity)}
+
+
+def _with_template(
+    probes: list[Probe], results: list[ProbeResult]
+) -> list[tuple[int, Probe, Scores]]:
+    return [
+        (n, p, r.template)
+        for n, (p, r) in enumerate(zip(probes, results, strict=True))
+        if r.template is not None
+    ]
 
 
 def verification_scores(
     gallery: Gallery,
-    templates: tuple[Scores, list[str]],
+    templates: GalleryTemplates,
     probes: list[Probe],
     results: list[ProbeResult],
 ) -> tuple[Scores, Scores]:
     """Genuine and impostor cosine scores of the probe templates against the gallery's."""
-    vectors, cases = templates
-    names = {identity: n for n, identity in enumerate(sorted(set(gallery.identity.values())))}
-    codes = {case_id: n for n, case_id in enumerate(gallery.identity)}
-    kept = [(p, r.template) for p, r in zip(probes, results, strict=True) if r.template is not None]
-    own = [gallery.case_ids.get(p.own_case) if p.own_case else None for p, _ in kept]
+    vectors, cases = templates.vectors, templates.case_ids
+    names, codes = _codes(gallery)
+    kept = _with_template(probes, results)
+    own = [gallery.case_ids.get(p.own_case) if p.own_case else None for _, p, _ in kept]
     probe_side = Templates(
-        np.array([t for _, t in kept], dtype=np.float32).reshape(len(kept), vectors.shape[1]),
-        np.array([names.get(p.sample.identity, -1) for p, _ in kept], dtype=np.int64),
+        np.array([t for _, _, t in kept], dtype=np.float32).reshape(len(kept), vectors.shape[1]),
+        np.array([names.get(p.sample.identity, -1) for _, p, _ in kept], dtype=np.int64),
         np.array([codes[c] if c else -1 for c in own], dtype=np.int64),
     )
     gallery_side = Templates(
@@ -229,3 +259,40 @@ def verification_scores(
         np.array([codes[c] for c in cases], dtype=np.int64),
     )
     return pair_scores(probe_side, gallery_side)
+
+
+def case_fusion(
+    plan_cases: list[GalleryCase],
+    gallery: Gallery,
+    templates: GalleryTemplates,
+    probes: list[Probe],
+    results: list[ProbeResult],
+    floor: float,
+    top_k: int,
+) -> dict[str, list[int | None]]:
+    """Each case-template fusion's rank of every probe (None: not found, or no face), from
+    the probes' templates as queried and the gallery's as the index holds them. A case's
+    expected age today is the protocol's (``GalleryCase.expected_age``)."""
+    names, codes = _codes(gallery)
+    kept = _with_template(probes, results)
+    expected = {gallery.case_ids[c.key]: c.expected_age for c in plan_cases}
+    own = [gallery.case_ids.get(p.own_case) if p.own_case else None for _, p, _ in kept]
+    dimension = templates.vectors.shape[1]
+    found = fusion_ranks(
+        np.array([t for _, _, t in kept], dtype=np.float32).reshape(len(kept), dimension),
+        templates,
+        codes,
+        np.array([names[gallery.identity[c]] for c in codes], dtype=np.int64),
+        np.array([names.get(p.sample.identity, -1) for _, p, _ in kept], dtype=np.int64),
+        np.array([codes[c] if c else -1 for c in own], dtype=np.int64),
+        np.array([np.nan if (a := expected.get(c)) is None else a for c in codes]),
+        np.array([np.nan if p.sample.age is None else p.sample.age for _, p, _ in kept]),
+        floor,
+        top_k,
+    )
+    out: dict[str, list[int | None]] = {}
+    for name, found_ranks in found.items():
+        out[name] = [None] * len(probes)
+        for (n, _, _), rank in zip(kept, found_ranks, strict=True):
+            out[name][n] = rank
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from sqlalchemy import ColumnElement, delete, func, select
@@ -148,15 +148,33 @@ class TemplateRepository:
         )
         return [_row(tuple(r)) for r in rows]
 
-    def vectors(self, model_id: str) -> Iterator[tuple[int, bytes, str, str]]:
-        """(template id, vector, case id, kind) of a model's templates, for evaluation."""
+    @overload
+    def vectors(self, model_id: str) -> Iterator[tuple[int, bytes, str, str]]: ...
+
+    @overload
+    def vectors(
+        self, model_id: str, *, details: Literal[True]
+    ) -> Iterator[tuple[int, bytes, str, str, str, float | None]]: ...
+
+    def vectors(
+        self, model_id: str, *, details: bool = False
+    ) -> Iterator[tuple[int, bytes, str, str] | tuple[int, bytes, str, str, str, float | None]]:
+        """(template id, vector, case id, kind) of a model's templates, in id order; with
+        ``details`` also the photo id and the age the template stands for (evaluation)."""
         rows = self.s.execute(
-            select(Template.id, Template.vector, Template.case_id, Template.kind)
+            select(
+                Template.id,
+                Template.vector,
+                Template.case_id,
+                Template.kind,
+                Template.photo_id,
+                Template.age,
+            )
             .where(Template.model_id == model_id)
             .order_by(Template.id)
         )
         for r in rows:
-            yield r[0], r[1], r[2], r[3]
+            yield (r[0], r[1], r[2], r[3], r[4], r[5]) if details else (r[0], r[1], r[2], r[3])
 
 
 def _row(values: tuple[Any, ...]) -> TemplateRow:

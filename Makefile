@@ -34,6 +34,7 @@ models: $(VENV)/.installed
 bench: $(VENV)/.installed-dev models
 	$(BIN)/python scripts/bench_match.py
 	$(BIN)/python scripts/bench_speed.py
+	$(BIN)/python scripts/bench.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

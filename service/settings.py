@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # current folder, so `homeward` works the same from any folder; set them for an install.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-ModelBackend = Literal["auto", "sface", "insightface", "dlib"]
+ModelBackend = Literal["auto", "sface", "insightface", "fusion", "dlib"]
 IndexType = Literal["flat", "hnsw", "auto"]
 IndexBackend = Literal["faiss", "milvus"]
 
@@ -25,7 +25,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir"
     )
-    model_backend: ModelBackend = "sface"
+    model_backend: ModelBackend = Field(
+        default="sface",
+        description="sface (YuNet + SFace, licence-free); insightface (the pack "
+        "insightface_pack); fusion (the pack's detector, then SFace and the pack's "
+        "recogniser, cosines averaged); dlib; auto (insightface if its pack is on disk, "
+        "else sface). The InsightFace packs are for non-commercial research use only",
+    )
     model_dir: Path = PROJECT_ROOT / "models"
     insightface_pack: str = "buffalo_l"
     index_backend: IndexBackend = Field(

@@ -30,6 +30,8 @@ from service.faces.base import FaceBackend
 from service.faces.factory import build_pipeline, load_backend
 from service.faces.intake import decode_stored
 from service.faces.pipeline import FacePipeline
+from service.matching.duplicates import calibrated_threshold
+from service.search.transform import resolve_transform
 from service.settings import Settings
 from tests.conftest import HEADERS, REPO, ReadyClient
 from tests.faces_of_t1 import altered_probe, face_crop
@@ -106,7 +108,9 @@ def test_a_face_that_fills_the_photo_is_found(buffalo_s: FaceBackend, width: int
     for i in range(6):
         crop = face_crop(i, margin=0.0)
         height = round(width * crop.shape[0] / crop.shape[1])
-        photo = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+        photo = np.asarray(
+            cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), np.uint8
+        )
         (face,) = buffalo_s.detect(photo)
         assert face.score > 0.6
         x, y, w, h = face.box
@@ -159,6 +163,15 @@ def test_enroll_and_match_at_rank_1_through_the_api(
             first, second = face["candidates"][:2]
             assert first["case_id"] == case_id and first["rank"] == 1, f"face {i}"
             assert first["score"] > second["score"] + 0.1
+
+
+def test_a_duplicate_threshold_is_calibrated_for_buffalo_s() -> None:
+    """With the default settings (mirror averaging, the shipped transform), as
+    ``scripts/fit_duplicates.py`` fitted it on FG-NET."""
+    model_id = MODEL_ID + "+flip"
+    transform = resolve_transform("default", model_id, 512)
+    assert transform.version == "buffalo_s-flip-wccn-v1"
+    assert 0.2 < calibrated_threshold(None, model_id, transform.version) < 0.6
 
 
 def test_fetching_an_insightface_pack_needs_the_non_commercial_flag(tmp_path: Path) -> None:

@@ -46,6 +46,15 @@ def load_backend(settings: Settings) -> FaceBackend:
                 threads=settings.inference_threads,
                 det_threshold=settings.min_detection_score,
             )
+        case "fusion":
+            from service.faces.fusion import FusionBackend
+
+            backend = FusionBackend.from_models(
+                settings.model_dir,
+                settings.insightface_pack,
+                threads=settings.inference_threads,
+                score_threshold=settings.min_detection_score,
+            )
         case "dlib":
             from service.faces.dlib_backend import DlibBackend
 

@@ -32,177 +32,37 @@ repository); ``--no-cache`` embeds again.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from service.errors import HomewardError
-from service.evaluation.folds import FIT_AGE_DIRS, FIT_REG, fold_of
-from service.evaluation.protocols import Sample, read_labels
+from service.evaluation.folds import fold_of
+from service.evaluation.pairs import (
+    F32,
+    Enrolled,
+    Pairs,
+    cache_file,
+    cross_fitted,
+    embed,
+    fit,
+    scored_with,
+    split,
+)
+from service.evaluation.protocols import read_labels
 from service.faces.factory import build_pipeline
-from service.faces.pipeline import FacePipeline
-from service.matching.uploads import Uploads
-from service.search.transform import IDENTITY, TemplateTransform, fit_linear_map
+from service.search.transform import IDENTITY
 from service.search.transform import resolve_transform as resolve
 from service.settings import Settings
 
 OUT = Path(__file__).resolve().parent.parent / "service" / "matching" / "data" / "duplicates.json"
 GAPS = ((0, 2), (3, 5), (6, 10), (11, 99))  # age gap bins (years) of the genuine pairs
 
-F32 = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class Enrolled:
-    """The templates of the photos with a face (rows), labelled."""
-
-    vectors: F32
-    person: npt.NDArray[np.str_]
-    age: npt.NDArray[np.float64]
-    photos: int  # photos in the dataset
-    refused: int  # no face found
-    seconds: float  # embedding time (0 when read from the cache)
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """Every pair (i < j) of a set of photos: row indices into Enrolled and the score."""
-
-    i: npt.NDArray[np.int64]
-    j: npt.NDArray[np.int64]
-    score: F32
-
-
-# -- embedding ------------------------------------------------------------------------------
-
-
-def embed(
-    samples: list[Sample], settings: Settings, pipeline: FacePipeline, cache: Path | None
-) -> Enrolled:
-    """Each photo's largest face's template as enrollment computes it; photos with no face
-    are left out."""
-    usable = [s for s in samples if s.age is not None]
-    if cache is not None and cache.exists():
-        with np.load(cache) as data:
-            vectors, kept = data["vectors"], data["kept"]
-        seconds = 0.0
-    else:
-        uploads = Uploads(settings)
-        started = time.perf_counter()
-        vectors = np.zeros((len(usable), pipeline.backend.dimension), np.float32)
-        kept = np.zeros(len(usable), bool)
-        for n, sample in enumerate(usable):
-            try:
-                pixels = uploads.decode(sample.file.read_bytes()).pixels
-                faces = pipeline.detect(pixels)
-                if faces:
-                    vectors[n] = pipeline.analyse(pixels, faces[0]).template
-                    kept[n] = True
-            except HomewardError:
-                pass
-            if n % 100 == 99:
-                print(f"  embedded {n + 1}/{len(usable)}", flush=True)
-        seconds = time.perf_counter() - started
-        if cache is not None:
-            with cache.open("wb") as handle:
-                np.savez(handle, vectors=vectors, kept=kept)
-    return Enrolled(
-        vectors[kept],
-        np.array([s.identity for s in usable])[kept],
-        np.array([s.age for s in usable], dtype=np.float64)[kept],
-        len(samples),
-        len(samples) - int(kept.sum()),
-        seconds,
-    )
-
-
-def cache_file(dataset: Path, settings: Settings, model_id: str, folder: Path) -> Path:
-    what = [
-        "largest",
-        dataset.resolve(),
-        model_id,
-        settings.fallback_detector,
-        settings.detect_max_side,
-    ]
-    key = hashlib.sha256("|".join(map(str, what)).encode()).hexdigest()[:16]
-    return folder / f"homeward-duplicates-{key}.npz"
-
-
-# -- scores ---------------------------------------------------------------------------------
-
-
-def fit(data: Enrolled, rows: npt.NDArray[np.int64], model_id: str) -> TemplateTransform:
-    """The template transform's recipe, fitted on these photos' people."""
-    matrix, mean = fit_linear_map(
-        data.vectors[rows], data.person[rows], data.age[rows], FIT_REG, FIT_AGE_DIRS
-    )
-    return TemplateTransform("fitted", model_id, matrix, mean)
-
-
-def _pairs(
-    rows_a: npt.NDArray[np.int64], rows_b: npt.NDArray[np.int64], block: F32, same: bool
-) -> Pairs:
-    ia, jb = np.triu_indices(len(rows_a), k=1) if same else np.indices(block.shape).reshape(2, -1)
-    return Pairs(rows_a[ia], rows_b[jb], block[ia, jb].astype(np.float32))
-
-
-def _join(parts: list[Pairs]) -> Pairs:
-    return Pairs(
-        np.concatenate([p.i for p in parts]),
-        np.concatenate([p.j for p in parts]),
-        np.concatenate([p.score for p in parts]),
-    )
-
-
-def scored_with(data: Enrolled, rows: npt.NDArray[np.int64], transform: TemplateTransform) -> Pairs:
-    """Every pair of these photos, scored under one transform."""
-    x = transform.apply(data.vectors[rows])
-    return _pairs(rows, rows, x @ x.T, same=True)
-
-
-def cross_fitted(
-    data: Enrolled, rows: npt.NDArray[np.int64], folds: int, model_id: str, fitted: bool
-) -> Pairs:
-    """Every pair of these photos; with ``fitted``, each pair scored under a transform
-    fitted on the people of the folds that hold neither of its photos."""
-    if not fitted:
-        return scored_with(data, rows, IDENTITY)
-    people = sorted(set(data.person[rows]))
-    fold_of_person = {p: n % folds for n, p in enumerate(people)}
-    fold = np.array([fold_of_person[p] for p in data.person[rows]])
-    parts = []
-    for a in range(folds):
-        for b in range(a, folds):
-            transform = fit(data, rows[(fold != a) & (fold != b)], model_id)
-            ra, rb = rows[fold == a], rows[fold == b]
-            block = transform.apply(data.vectors[ra]) @ transform.apply(data.vectors[rb]).T
-            parts.append(_pairs(ra, rb, block, same=a == b))
-    return _join(parts)
-
 
 # -- threshold and figures ------------------------------------------------------------------
-
-
-def split(data: Enrolled, pairs: Pairs, child_age: float) -> tuple[F32, F32, F32, F32]:
-    """(genuine, impostor) scores of the children's pairs, their age gaps, and the
-    impostor scores of all pairs."""
-    child = (data.age[pairs.i] < child_age) & (data.age[pairs.j] < child_age)
-    same = data.person[pairs.i] == data.person[pairs.j]
-    gap = np.abs(data.age[pairs.i] - data.age[pairs.j]).astype(np.float32)
-    return (
-        pairs.score[child & same],
-        pairs.score[child & ~same],
-        gap[child & same],
-        pairs.score[~same],
-    )
 
 
 def threshold_at(impostor: F32, fmr: float) -> float:

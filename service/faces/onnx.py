@@ -40,10 +40,10 @@ def cpu_session(path: Path, threads: int, *, dynamic_batch: bool = False) -> ort
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # Idle intra-op threads sleep rather than spin. Spinning took cores that concurrent
+    # Idle intra-op threads sleep rather than spin: spinning took cores that concurrent
     # requests needed (SFace face + mirror at 2 threads: 44 to 57 ms of CPU instead of 30;
-    # at 1 thread, 29); not spinning, concurrent runs share the intra-op threads about as
-    # well as one thread each would, and a run alone gets them all.
+    # at 1 thread, 29). Concurrent runs still queue for the session's one intra-op pool,
+    # which is why the service runs one thread per inference (INFERENCE_THREADS).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         graph = prepared_graph(path, dynamic_batch)

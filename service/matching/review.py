@@ -41,8 +41,9 @@ class ReviewService:
         awaiting_me: bool = False,
     ) -> list[QueueItem]:
         """Pending candidates routed to the reviewer's organisation, the least likely by chance
-        first (see ``SightingRepository.queue``); optionally only those scoring at least ``min_score``, whose case
-        ref contains ``case_ref``, or still awaiting this reviewer's decision."""
+        first (see ``SightingRepository.queue``); optionally only those scoring at least
+        ``min_score``, whose case ref contains ``case_ref``, or still awaiting this reviewer's
+        decision."""
         actor.require(Permission.REVIEW)
         with self.db.unit() as tx:
             rows = tx.sightings.queue(

@@ -9,6 +9,8 @@ import logging
 import re
 import signal
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,12 +31,15 @@ from service.matching.actors import ROLES, Actor
 from service.matching.backup import restore as restore_archive
 from service.matching.cases import CASE_FIELDS_OF_CSV, NewCase
 from service.matching.enrollment import PhotoDetails
+from service.matching.jobs import JobView
 from service.matching.search import MatchQuery
 from service.observability import configure_logging
 from service.settings import Settings
 
 logger = logging.getLogger("homeward")
 CLI_ACTOR = Actor("cli", None, frozenset({"admin"}))
+JOB_POLL_SECONDS = 0.5
+JOB_UNITS = {"embedding": "photo", "indexing": "template"}
 
 
 @click.group()
@@ -317,8 +322,14 @@ def ageing_refresh(c: Container) -> None:
 def reembed(c: Container) -> None:
     """Template the stored photos that have no template of the current model (after a
     model change such as HOMEWARD_TTA_FLIP); until then they are not searched."""
-    with user_errors():
-        done = c.enrollment.reembed(admin_of(c))
+    actor = admin_of(c)
+    with user_errors(), tqdm(desc="embedding", unit="photo") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        done = c.enrollment.reembed(actor, progress)
     click.echo(f"embedded {done} photo(s) with {c.pipeline.model_id}")
 
 
@@ -425,12 +436,96 @@ def stats(c: Container) -> None:
 
 
 @index.command()
+@click.option(
+    "--reembed",
+    is_flag=True,
+    help="first embed the stored photos again with the current model (after a model "
+    "change), in REEMBED_PROCESSES processes",
+)
+@click.option(
+    "--follow",
+    "follow_id",
+    metavar="JOB_ID",
+    help="only follow a job started elsewhere (the API, the admin page) until it ends",
+)
 @click.pass_obj
-def rebuild(c: Container) -> None:
-    """Rebuild the index from the registry's templates and write a new snapshot."""
+def rebuild(c: Container, reembed: bool, follow_id: str | None) -> None:
+    """Rebuild the index from the registry, check it and swap it in, with a progress bar.
+
+    A job, run here (one index job at a time: refused while another runs); Ctrl-C cancels
+    it and keeps the index as it was. Exits 1 if the job failed or was cancelled."""
+    actor = admin_of(c)
     with user_errors():
-        s = c.maintenance.rebuild_index(admin_of(c))
-    click.echo(f"rebuilt: {s.templates} templates, generation {s.generation}")
+        if follow_id is not None:
+            job = c.jobs.get(actor, follow_id)
+            click.echo(f"following job {job.id} ({job.kind}, {job.status})")
+            try:
+                job = follow_job(c, actor, job.id)
+            except KeyboardInterrupt:
+                raise click.ClickException("stopped following; the job goes on") from None
+        else:
+            job = c.jobs.start(actor, "index.reembed" if reembed else "index.rebuild", True)
+            click.echo(f"job {job.id} ({job.kind})")
+            job = _run_here(c, actor, job.id)
+    if job.status != "done":
+        raise click.ClickException(f"job {job.id} {job.status}: {job.error or 'no reason given'}")
+    d = job.detail
+    embedded = f"embedded {d['photos_embedded']} photo(s); " if "photos_embedded" in d else ""
+    click.echo(
+        f"{embedded}rebuilt: {d.get('templates')} templates, generation {d.get('generation')}; "
+        f"checked: {d.get('found')} of {d.get('exact_neighbours')} exact top-10 templates of "
+        f"{d.get('sample_queries')} sample searches found (top {d.get('depth')})"
+    )
+
+
+def _run_here(c: Container, actor: Actor, job_id: str) -> JobView:
+    """Run a job claimed by this process in a thread, following it with the bar; Ctrl-C
+    asks it to stop, and waits until it has."""
+    runner = threading.Thread(target=c.jobs.run, args=(actor, job_id), daemon=True)
+    runner.start()
+    try:
+        return follow_job(c, actor, job_id, runner)
+    except KeyboardInterrupt:
+        click.echo("cancelling; the live index is kept", err=True)
+        c.jobs.cancel(actor, job_id)
+        runner.join()
+        return c.jobs.get(actor, job_id)
+
+
+def follow_job(
+    c: Container, actor: Actor, job_id: str, runner: threading.Thread | None = None
+) -> JobView:
+    """Poll the job in the registry and draw its progress until it ends."""
+    bar: tqdm[Any] | None = None
+    stage: str | None = None
+    while True:
+        job = c.jobs.get(actor, job_id)
+        if job.stage != stage and job.total:
+            if bar is not None:
+                bar.close()
+            stage = job.stage
+            bar = tqdm(
+                total=job.total,
+                desc=stage,
+                unit=JOB_UNITS.get(stage or "", "item"),
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}",
+            )
+        if bar is not None and job.total:
+            bar.total = max(job.total, job.done)
+            bar.n = job.done
+            bar.set_postfix_str(_pace(job), refresh=True)
+        if job.finished or (runner is not None and not runner.is_alive()):
+            if bar is not None:
+                bar.close()
+            return c.jobs.get(actor, job_id)
+        time.sleep(JOB_POLL_SECONDS)
+
+
+def _pace(job: JobView) -> str:
+    if job.rate is None:
+        return ""
+    eta = "" if job.eta_seconds is None else f", {job.eta_seconds:.0f} s left"
+    return f"{job.rate:,.0f}/s{eta}"
 
 
 # -- keys, organisations, audit, retention -------------------------------------------------

@@ -24,6 +24,7 @@ from service.matching.duplicates import DuplicateService
 from service.matching.egress import EgressPolicy
 from service.matching.enrollment import EnrollmentService
 from service.matching.index_source import RegistryTemplates
+from service.matching.jobs import JobService
 from service.matching.maintenance import MaintenanceService
 from service.matching.preview import PreviewService
 from service.matching.review import ReviewService
@@ -202,6 +203,10 @@ class Container:
         )
 
     @cached_property
+    def jobs(self) -> JobService:
+        return JobService(self.db, lambda: self.maintenance, lambda: self.enrollment)
+
+    @cached_property
     def duplicates(self) -> DuplicateService:
         return DuplicateService(self.settings, self.db, self.index)
 
@@ -233,7 +238,7 @@ class Container:
         index, the ageing models' holder and the use cases."""
         for name in ("access", "enrollment", "search", "sightings", "preview", "review", "admin"):
             getattr(self, name)
-        _ = self.maintenance, self.webhooks
+        _ = self.maintenance, self.webhooks, self.jobs
 
     @property
     def index_ready(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +60,14 @@ class Settings(BaseSettings):
         "only lowers one request's latency on an otherwise idle machine",
     )
     faiss_threads: int = Field(default=1, ge=1, le=256)
+    reembed_processes: int = Field(
+        default_factory=lambda: min(2, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="processes that embed stored photos again after a model change "
+        "(`homeward index rebuild --reembed`), one inference thread each; default: the "
+        "cores, at most 2",
+    )
 
     max_upload_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(default=40_000_000, ge=64 * 64)

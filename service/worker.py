@@ -2,6 +2,7 @@
 --with-worker``, the embedded default) beside the API in one process.
 
 - webhook deliveries: claimed in the database, so several workers never send one twice;
+- index jobs (rebuilds, re-embeddings): claimed the same way, run one at a time;
 - index snapshots: written when the index moved on, so a restart replays little;
 - retention and ageing refresh: once a day.
 """
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Intervals:
     deliveries: float = 1.0
+    jobs: float = 1.0
     snapshots: float = 60.0
     daily: float = 24 * 3600.0
 
@@ -36,8 +38,11 @@ class Worker:
         self._saved_generation = -1
 
     def start(self) -> None:
+        if self.container.settings.is_embedded:  # this process is the data dir's only one
+            self.container.jobs.recover()
         loops: list[tuple[str, float, Callable[[], object]]] = [
             ("deliveries", self.intervals.deliveries, self.container.webhooks.deliver_due),
+            ("jobs", self.intervals.jobs, self.run_jobs),
             ("snapshots", self.intervals.snapshots, self.snapshot),
             ("daily", self.intervals.daily, self.daily),
         ]
@@ -47,7 +52,7 @@ class Worker:
             )
             thread.start()
             self._threads.append(thread)
-        logger.info("worker started: deliveries, snapshots, retention and ageing refresh")
+        logger.info("worker started: deliveries, index jobs, snapshots, retention, ageing refresh")
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -62,6 +67,11 @@ class Worker:
                 pass
         finally:
             self.stop()
+
+    def run_jobs(self) -> None:
+        """Run the queued index jobs, one after another; stopping hands a running one back."""
+        while not self._stop.is_set() and self.container.jobs.run_next(self._stop):
+            pass
 
     def snapshot(self) -> None:
         """Write an index snapshot when the index moved on since the last one."""
@@ -83,7 +93,7 @@ class Worker:
 
     def _loop(self, name: str, every: float, job: Callable[[], object]) -> None:
         """Run ``job`` every ``every`` seconds; a failure is logged and tried again."""
-        next_run = time.monotonic() + (every if name != "deliveries" else 0.0)
+        next_run = time.monotonic() + (every if name not in ("deliveries", "jobs") else 0.0)
         while not self._stop.is_set():
             if time.monotonic() >= next_run:
                 outcome = "ok"

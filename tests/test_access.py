@@ -93,6 +93,9 @@ ROUTES: list[tuple[str, str, Permission, dict]] = [
     ("delete", "/v1/admin/keys/none", Permission.ADMIN, {}),
     ("get", "/v1/admin/index", Permission.ADMIN, {}),
     ("post", "/v1/admin/index/rebuild", Permission.ADMIN, {}),
+    ("get", "/v1/admin/jobs", Permission.ADMIN, {}),
+    ("get", "/v1/admin/jobs/none", Permission.ADMIN, {}),
+    ("post", "/v1/admin/jobs/none/cancel", Permission.ADMIN, {}),
     ("get", "/v1/admin/export", Permission.ADMIN, {}),
     ("get", "/v1/admin/audit", Permission.ADMIN, {}),
     ("get", "/v1/admin/audit/verify", Permission.ADMIN, {}),
@@ -114,6 +117,7 @@ def test_routes_table_covers_every_route(client: TestClient) -> None:
         "{candidate_id}": "none",
         "{key_id}": "none",
         "{link_id}": "1",
+        "{job_id}": "none",
     }
     for path, methods in client.app.openapi()["paths"].items():
         if path in ("/healthz", "/readyz"):

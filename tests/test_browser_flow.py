@@ -164,8 +164,11 @@ def _admin_rebuilds_the_index(page: Page, server: WebServer, people: People) -> 
     templates = page.get_by_test_id("index-templates")
     expect(templates).to_contain_text("in the index")
     assert_accessible(page)
-    page.get_by_role("button", name="Rebuild the index").click()
-    expect(page.get_by_role("status").filter(has_text="was rebuilt")).to_be_visible()
+    page.get_by_role("button", name="Rebuild the index").click()  # a job the page follows
+    expect(page.get_by_test_id("job-state")).to_be_visible()
+    notice = page.get_by_role("status").filter(has_text="was rebuilt")
+    expect(notice).to_be_visible(timeout=30_000)
+    expect(page.get_by_test_id("job-state")).to_contain_text("Rebuild done")
     expect(page.locator("#index dl")).to_contain_text(f"Last rebuild{date.today().isoformat()}")
     expect(templates).to_contain_text("in the index")
     screenshot(page, "admin")

@@ -73,6 +73,7 @@ def test_enroll_then_match(runner: CliRunner, tmp_path: Path) -> None:
     assert "templates       6" in stats.output and "registry count  6" in stats.output
     rebuilt = runner.invoke(main, ["index", "rebuild"])
     assert rebuilt.exit_code == 0 and "rebuilt: 6 templates" in rebuilt.output
+    assert "36 of 36 exact top-10 templates of 6 sample searches found" in rebuilt.output
 
 
 def test_match_without_a_face_fails_clearly(runner: CliRunner, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import errno
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,6 +113,15 @@ def top_case(api: httpx.Client, photo: bytes) -> str:
     return str(r.json()["faces"][0]["candidates"][0]["case_id"])
 
 
+def wait_for_jobs(api: httpx.Client, timeout: float = 60) -> str:
+    """The latest index job's status once it has ended."""
+    deadline = time.monotonic() + timeout
+    while (job := api.get("/v1/admin/jobs?limit=1").json()[0])["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return str(job["status"])
+
+
 def assert_refused(r: httpx.Response, allowed: dict[int, str], seen: list[str], what: str) -> None:
     """A write that could not be done: one of the allowed (status, reason), or done."""
     seen.append(f"{what} {r.status_code}")
@@ -145,7 +155,8 @@ def test_a_full_disk_refuses_writes_with_507_and_recovers(
         with server.client() as api:
             first = new_case(api, "before").json()["id"]
             assert add_photo(api, first, 0).status_code == 201
-            assert api.post("/v1/admin/index/rebuild").status_code == 200
+            assert api.post("/v1/admin/index/rebuild").status_code == 202  # a job
+            wait_for_jobs(api)
             filled = small_fs.fill()
 
             r = add_photo(api, first, 1)  # a new photo file: there is no room for it
@@ -172,7 +183,9 @@ def test_a_full_disk_refuses_writes_with_507_and_recovers(
             assert add_photo(api, second.json()["id"], 2).status_code == 201
             assert top_case(api, distinct_photo(2)) == second.json()["id"]
             assert top_case(api, distinct_photo(0)) == first
-            assert api.post("/v1/admin/index/rebuild").status_code == 200
+            wait_for_jobs(api, 150)  # a job started on the full disk ended (or its lease did)
+            assert api.post("/v1/admin/index/rebuild").status_code == 202
+            assert wait_for_jobs(api) == "done"
             stats = api.get("/v1/admin/index").json()
             assert stats["templates"] == stats["registry_templates"] == 2
             assert api.get("/v1/admin/audit/verify").json()["ok"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 
+from service.settings import Settings
 from tests.conftest import ADMIN_KEY
 
 PAGE = {"accept": "text/html"}
@@ -49,14 +52,44 @@ def test_the_page_shows_the_model_and_index(admin_page: tuple[TestClient, str]) 
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
-def test_rebuild_is_done_and_recorded(admin_page: tuple[TestClient, str]) -> None:
+def test_rebuild_is_a_job_the_page_follows(admin_page: tuple[TestClient, str]) -> None:
     client, csrf = admin_page
     assert "none recorded" in client.get("/admin", headers=PAGE).text
-    done = client.post("/admin/index/rebuild", data={"csrf_token": csrf}, headers=PAGE)
-    assert done.status_code == 200 and "was rebuilt" in done.text
-    assert "none recorded" not in done.text  # the last rebuild, from the audit log
+    started = client.post("/admin/index/rebuild", data={"csrf_token": csrf}, headers=PAGE)
+    assert started.status_code == 200 and 'data-testid="job-state"' in started.text
+    job_url = re.search(r'data-job-url="(/admin/jobs/[0-9a-f]+)"', started.text)
+    assert job_url and 'src="/static/admin.js"' in started.text
+    deadline = time.monotonic() + 30
+    while (job := client.get(job_url[1], headers={"accept": "application/json"}).json())[
+        "status"
+    ] != "done":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["state"].startswith("Rebuild done") and "sample searches found" in job["figures"]
+    page = client.get("/admin?notice=rebuilt", headers=PAGE).text  # where the script goes
+    assert "was rebuilt" in page and "none recorded" not in page  # the audit log's last rebuild
+    assert "Rebuild done" in page and "Rebuild the index" in page
     rebuilds = client.get("/v1/admin/audit?action=index.rebuild", headers={"X-API-Key": ADMIN_KEY})
     assert len(rebuilds.json()) == 1
+
+
+def test_a_queued_job_can_be_cancelled_from_the_page(
+    make_settings: Callable[..., Settings], start_app: Callable[[Settings], TestClient]
+) -> None:
+    with start_app(make_settings(with_worker=False)) as client:  # nobody runs the job
+        client.headers.pop("X-API-Key")
+        sign_in(client, ADMIN_KEY)
+        csrf = csrf_of(client, "/admin")
+        page = client.post("/admin/index/rebuild", data={"csrf_token": csrf}, headers=PAGE).text
+        assert "Rebuild queued" in page and "Rebuild the index" not in page
+        job_id = re.search(r'data-job-url="/admin/jobs/([0-9a-f]+)"', page)
+        assert job_id and 'aria-live="polite"' in page and "<progress" in page
+        forged = client.post(f"/admin/jobs/{job_id[1]}/cancel", data={"csrf_token": "x"})
+        assert forged.status_code == 403
+        page = client.post(
+            f"/admin/jobs/{job_id[1]}/cancel", data={"csrf_token": csrf}, headers=PAGE
+        ).text
+        assert "Rebuild cancelled" in page and "Rebuild the index" in page
 
 
 def test_a_new_key_is_shown_once_and_can_be_revoked(admin_page: tuple[TestClient, str]) -> None:
@@ -103,7 +136,7 @@ def test_audit_check_and_retention(admin_page: tuple[TestClient, str]) -> None:
 
 def test_every_form_needs_the_csrf_token(admin_page: tuple[TestClient, str]) -> None:
     client, _ = admin_page
-    for path in ("/admin/index/rebuild", "/admin/audit/verify", "/admin/retention"):
+    for path in ("/admin/index/rebuild", "/admin/jobs/x/cancel", "/admin/audit/verify"):
         refused = client.post(path, data={"csrf_token": "forged"}, headers=PAGE)
         assert refused.status_code == 403, path
     assert client.post("/admin/orgs", data={"name": "Nope"}, headers=PAGE).status_code == 403

@@ -28,6 +28,7 @@ from service.matching.admin import AdminService
 from service.matching.cases import CaseService
 from service.matching.duplicates import DuplicateService
 from service.matching.enrollment import EnrollmentService
+from service.matching.jobs import JobService
 from service.matching.maintenance import MaintenanceService
 from service.matching.preview import PreviewService
 from service.matching.review import ReviewService
@@ -94,6 +95,7 @@ ReviewDep = Annotated[ReviewService, _use_case("review")]
 AdminDep = Annotated[AdminService, _use_case("admin")]
 MaintenanceDep = Annotated[MaintenanceService, _use_case("maintenance")]
 DuplicatesDep = Annotated[DuplicateService, _use_case("duplicates")]
+JobDep = Annotated[JobService, _use_case("jobs")]
 SettingsDep = Annotated[Settings, _use_case("settings")]
 
 _api_key_header = APIKeyHeader(

@@ -443,3 +443,34 @@ class CaseLinkPageOut(_FromView):
     total: int
     offset: int
     limit: int
+
+
+class RebuildIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reembed: bool = Field(
+        False,
+        description="first embed the stored photos again with the current model (after a "
+        "model change), in several processes; then rebuild",
+    )
+
+
+class JobOut(_FromView):
+    id: str
+    kind: Literal["index.rebuild", "index.reembed"]
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    stage: str | None = Field(description="embedding (photos) or indexing (templates)")
+    done: int = Field(description="items of the current stage done")
+    total: int | None = Field(description="items of the current stage; null until known")
+    rate: float | None = Field(description="items a second in the current stage")
+    eta_seconds: float | None = Field(description="seconds left; null until known and once over")
+    requested_by: str = Field(description="the id of the key that started it")
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None = Field(description="why it failed or was cancelled")
+    detail: dict[str, Any] = Field(
+        description="once done: templates, registry_templates, generation, photos_embedded, "
+        "and the check (sample_queries, exact_neighbours, found, depth)"
+    )

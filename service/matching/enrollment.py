@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
-from service.ageing import AgedFace, contact_sheet
+import cv2
+
+from service.ageing import AgedFace, AgeProgressor, contact_sheet
 from service.ageing.templates import AgedTemplates, target_ages
 from service.errors import Conflict, HomewardError, InvalidInput, NoFaceFound
 from service.faces.base import DetectedFace, Image
+from service.faces.factory import build_pipeline
 from service.faces.intake import DecodedImage, decode_stored
 from service.faces.pipeline import AnalysedFace, FaceChoice, FacePipeline, choose_face
 from service.matching.actors import SYSTEM, Actor, Permission
@@ -30,6 +37,7 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 MAX_AGES_AT_ONCE = 8
+IN_FLIGHT_PER_PROCESS = 2  # photos handed to each embedding process ahead of its results
 
 
 @dataclass(frozen=True)
@@ -140,10 +148,8 @@ class EnrollmentService:
         age_at_photo: float | None,
         expected_now: float | None,
     ) -> tuple[list[NewTemplate], list[str]]:
-        if not self.settings.aged_templates or age_at_photo is None:
-            return [], []
-        ages = target_ages(age_at_photo, expected_now)
-        return self.aged.make(pixels, face, age_at_photo, ages, sex) if ages else ([], [])
+        aged = self.aged if self.settings.aged_templates else None
+        return aged_templates(aged, pixels, face, sex, age_at_photo, expected_now)
 
     # -- keeping stored photos' templates current --------------------------------------------
 
@@ -184,44 +190,75 @@ class EnrollmentService:
             tx.templates.replace_aged(stored, templates)
         return True
 
-    def reembed(self, actor: Actor = SYSTEM) -> int:
+    def reembed(
+        self,
+        actor: Actor = SYSTEM,
+        progress: Callable[[int, int], None] | None = None,
+        processes: int | None = None,
+    ) -> int:
         """Template every stored photo that has none of the current model (after a model
         change, e.g. turning TTA_FLIP on), from the stored photo and its face box; returns
-        how many photos were embedded."""
+        how many photos were embedded. This process reads and unseals the photos; a pool of
+        ``processes`` (default: the REEMBED_PROCESSES setting) finds the faces and embeds
+        them, and this process writes the templates. ``progress(done, total)`` is called
+        after each photo and may raise to stop (the photos written so far stay written)."""
         actor.require(Permission.ADMIN)
-        done = 0
         with self.db.unit() as tx:
             todo = tx.cases.photos_without_model(self.model_id)
-        for photo, case in todo:
-            try:
-                pixels, face = self._stored_face(photo)
-            except HomewardError as err:
-                logger.warning("photo %s not re-embedded: %s", photo.id, err)
-                continue
-            analysed = self.pipeline.analyse(pixels, face)
-            aged, _ = self._aged_templates(
-                pixels, face, case.sex, photo.age_at_photo, _expected_now(case)
+        processes = self.settings.reembed_processes if processes is None else processes
+        stored = (self._stored(photo, case) for photo, case in todo)
+        if processes > 1 and len(todo) > 1:
+            results = _embedded_in_pool(self.settings, stored, min(processes, len(todo)))
+        else:
+            aged = self.aged if self.settings.aged_templates else None
+            results = (
+                s if isinstance(s, Embedded) else embed_stored(self.pipeline, aged, s)
+                for s in stored
             )
-            original = NewTemplate(self.model_id, analysed.template, age=photo.age_at_photo)
+        done = 0
+        try:
+            for seen, result in enumerate(results, 1):
+                done += self._write_embedded(result)
+                if progress is not None:
+                    progress(seen, len(todo))
+        finally:
             with self.db.unit() as tx:
-                stored = tx.cases.photo_by_id(photo.id)
-                if stored is not None:
-                    stored.quality_issues = json.dumps(list(analysed.quality.issues))
-                    tx.templates.add(stored, [original, *aged])
-                    done += 1
-        with self.db.unit() as tx:
-            tx.audit.record(actor, "templates.reembed", detail={"photos": done})
-        self.index.catch_up()
+                tx.audit.record(actor, "templates.reembed", detail={"photos": done})
+            self.index.catch_up()
         return done
+
+    def _stored(self, photo: Photo, case: Case) -> StoredPhoto | Embedded:
+        """What embedding a stored photo needs, read and unsealed here (or why it cannot be)."""
+        try:
+            data = self.photos.read(photo.stored_name)
+        except HomewardError as err:
+            return Embedded(photo.id, [], [], str(err))
+        x, y, w, h = json.loads(photo.face_box)
+        expected = _expected_now(case)
+        return StoredPhoto(photo.id, data, (x, y, w, h), photo.age_at_photo, case.sex, expected)
+
+    def _write_embedded(self, result: Embedded) -> int:
+        """A re-embedded photo's templates, written (1), or why it was not (0)."""
+        if result.error is not None:
+            logger.warning("photo %s not re-embedded: %s", result.photo_id, result.error)
+            return 0
+        if any(t.model_id != self.model_id for t in result.templates):
+            raise ModelMismatch(
+                f"the embedding processes made templates of another model than {self.model_id}"
+            )
+        with self.db.unit() as tx:
+            stored = tx.cases.photo_by_id(result.photo_id)
+            if stored is None:  # deleted meanwhile
+                return 0
+            stored.quality_issues = json.dumps(result.issues)
+            tx.templates.add(stored, list(result.templates))
+        return 1
 
     def _stored_face(self, photo: Photo) -> tuple[Image, DetectedFace]:
         """A stored photo's pixels and the face enrolled from it (found again by its box)."""
         pixels = decode_stored(self.photos.read(photo.stored_name))
-        faces = self.pipeline.detect(pixels)
-        if not faces:
-            raise NoFaceFound("the enrolled face is no longer found in the stored photo")
         x, y, w, h = json.loads(photo.face_box)
-        return pixels, choose_face(faces, FaceChoice(box=(x, y, w, h)))
+        return pixels, _face_at(self.pipeline, pixels, (x, y, w, h))
 
     # -- age progression of an upload (posters, reviewers) -----------------------------------
 
@@ -294,7 +331,122 @@ def _new_photo(image: DecodedImage, details: PhotoDetails, analysed: AnalysedFac
     return photo
 
 
+def aged_templates(
+    aged: AgedTemplates | None,
+    pixels: Image,
+    face: DetectedFace,
+    sex: str,
+    age_at_photo: float | None,
+    expected_now: float | None,
+) -> tuple[list[NewTemplate], list[str]]:
+    """A face's aged templates and warnings (none when ``aged`` is None: they are off)."""
+    if aged is None or age_at_photo is None:
+        return [], []
+    ages = target_ages(age_at_photo, expected_now)
+    return aged.make(pixels, face, age_at_photo, ages, sex) if ages else ([], [])
+
+
+def _face_at(
+    pipeline: FacePipeline, pixels: Image, box: tuple[float, float, float, float]
+) -> DetectedFace:
+    faces = pipeline.detect(pixels)
+    if not faces:
+        raise NoFaceFound("the enrolled face is no longer found in the stored photo")
+    return choose_face(faces, FaceChoice(box=box))
+
+
 def _expected_now(case: Case) -> float | None:
     return expected_age(
         case.birth_date, case.age_at_disappearance, case.missing_since, date.today()
     )
+
+
+# -- re-embedding in a pool of processes ---------------------------------------------------
+
+
+class ModelMismatch(HomewardError):
+    reason = "model_mismatch"
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """A stored photo to embed again, as sent to an embedding process."""
+
+    photo_id: str
+    data: bytes  # the unsealed JPEG
+    face_box: tuple[float, float, float, float]
+    age_at_photo: float | None
+    sex: str
+    expected_now: float | None
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A stored photo's new templates (the original first, then the aged ones) and its
+    quality issues, or why it could not be embedded."""
+
+    photo_id: str
+    templates: list[NewTemplate]
+    issues: list[str]
+    error: str | None = None
+
+
+def embed_stored(
+    pipeline: FacePipeline, aged: AgedTemplates | None, photo: StoredPhoto
+) -> Embedded:
+    """Decode, find the enrolled face again by its box, align, embed (and age)."""
+    try:
+        pixels = decode_stored(photo.data)
+        face = _face_at(pipeline, pixels, photo.face_box)
+        analysed = pipeline.analyse(pixels, face)
+    except HomewardError as err:
+        return Embedded(photo.photo_id, [], [], str(err))
+    original = NewTemplate(pipeline.model_id, analysed.template, age=photo.age_at_photo)
+    extra, _ = aged_templates(aged, pixels, face, photo.sex, photo.age_at_photo, photo.expected_now)
+    return Embedded(photo.photo_id, [original, *extra], list(analysed.quality.issues))
+
+
+# One per embedding process, made by its initializer: the process's face models.
+_process_models: tuple[FacePipeline, AgedTemplates | None] | None = None
+
+
+def _start_embedding_process(settings: Settings) -> None:
+    global _process_models
+    cv2.setNumThreads(1)
+    pipeline = build_pipeline(settings)
+    aged = AgedTemplates(pipeline, AgeProgressor()) if settings.aged_templates else None
+    _process_models = (pipeline, aged)
+
+
+def _embed_in_process(photo: StoredPhoto) -> Embedded:
+    assert _process_models is not None, "the process initializer loads the models"
+    return embed_stored(*_process_models, photo)
+
+
+def _embedded_in_pool(
+    settings: Settings, photos: Iterable[StoredPhoto | Embedded], processes: int
+) -> Iterator[Embedded]:
+    """Each photo embedded by one of ``processes`` processes (spawned, each loading the
+    face models once, one inference thread each), in order. Only a few photos are in
+    flight at a time, so memory stays bounded; closing the iterator stops the pool."""
+    one_thread = settings.model_copy(update={"inference_threads": 1})
+    pool = ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_embedding_process,
+        initargs=(one_thread,),
+    )
+    pending: deque[Future[Embedded]] = deque()
+    try:
+        for photo in photos:
+            if isinstance(photo, Embedded):  # could not be read: nothing to embed
+                pending.append(Future())
+                pending[-1].set_result(photo)
+            else:
+                pending.append(pool.submit(_embed_in_process, photo))
+            if len(pending) >= IN_FLIGHT_PER_PROCESS * processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -12,7 +12,8 @@ from service.matching.views import IndexStats, RetentionReport, ServiceInfo
 from service.metrics import Vitals
 from service.registry.db import Database
 from service.registry.photostore import PhotoStore
-from service.search.keeper import IndexKeeper
+from service.search.keeper import IndexKeeper, Progress
+from service.search.verify import CheckReport
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,15 +78,20 @@ class MaintenanceService:
             snapshot_dir=str(self.index.folder),
         )
 
-    def rebuild_index(self, actor: Actor) -> IndexStats:
-        """A new index generation from the registry's templates, built beside the live one
-        and swapped in; searches go on meanwhile. Audited, and snapshotted."""
+    def rebuild_index(self, actor: Actor, progress: Progress | None = None) -> CheckReport:
+        """A new index generation from the registry's templates, built beside the live one,
+        checked (its count is the registry's; a sample of searches agrees with exact search)
+        and swapped in; searches go on meanwhile. ``progress(done, total)`` is called after
+        each block and may raise to stop. A failed check raises IndexCheckFailed; stopped
+        or failed, the live index is untouched. Snapshotted, and audited with the check's
+        figures. Run as a job (``service.matching.jobs``)."""
         actor.require(Permission.ADMIN)
-        self.index.rebuild()
+        report = self.index.rebuild(progress)
         self.index.save()
+        detail = {**report.figures(), "generation": self.index.generation}
         with self.db.unit() as tx:
-            tx.audit.record(actor, "index.rebuild", detail={"templates": self.index.size})
-        return self.index_stats(actor)
+            tx.audit.record(actor, "index.rebuild", detail=detail)
+        return report
 
     def info(self, actor: Actor) -> ServiceInfo:
         """The model and the limits, for any key; the gallery's size and generation only for

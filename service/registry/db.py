@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.errors import Conflict, InvalidInput, StorageFull, StorageUnavailable
 from service.registry.audit import AuditRepository
 from service.registry.cases import CaseRepository
+from service.registry.jobs import JobRepository
 from service.registry.keys import KeyRepository
 from service.registry.links import LinkRepository
 from service.registry.meta import MetaRepository
@@ -106,6 +107,7 @@ class UnitOfWork:
         self.audit = AuditRepository(session)
         self.outbox = OutboxRepository(session)
         self.meta = MetaRepository(session)
+        self.jobs = JobRepository(session)
 
 
 class Database:

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -302,6 +303,36 @@ class AuditRecord(Base):
     detail: Mapped[str] = mapped_column(String(2000))  # JSON object
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Job(Base):
+    """A long task a worker runs (an index rebuild, a re-embedding), its progress and its
+    outcome. A worker holds a running job by a lease it renews at each progress report; a
+    lease that ran out means its worker died, and another one starts the job again."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(20))  # index.rebuild | index.reembed
+    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
+    # "index" while queued or running, else NULL: a unique key, so that two requests at once
+    # never both start a job on the index
+    slot: Mapped[str | None] = mapped_column(String(16), unique=True)
+    requested_by: Mapped[str] = mapped_column(String(16))  # api key id
+    requested_org: Mapped[str | None] = mapped_column(String(32))
+    stage: Mapped[str | None] = mapped_column(String(20))  # e.g. embedding, indexing, saving
+    done: Mapped[int] = mapped_column(Integer, default=0)  # of the stage's items
+    total: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the result, the check
+    error: Mapped[str | None] = mapped_column(String(500))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stage_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Meta(Base):

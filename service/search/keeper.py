@@ -5,8 +5,9 @@ if it is intact and not ahead of the registry, then every change after its water
 replayed (so several workers or replicas all converge), otherwise it is rebuilt.
 
 Searches never wait for a rebuild or a snapshot: a rebuild fills a new index beside the
-live one and swaps the reference; a snapshot only shares the index's read lock; and the
-search path's ``catch_up(wait=False)`` gives way to any sync or snapshot in progress.
+live one, checks it (``service.search.verify``) and swaps the reference; a snapshot only
+shares the index's read lock; and the search path's ``catch_up(wait=False)`` gives way to
+any sync or snapshot in progress.
 
 The index itself comes from an ``IndexFactory`` (FAISS flat or HNSW, Milvus), so the keeper
 works the same for every backend; a snapshot first rebuilds an index the factory calls
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,16 @@ from service.search.port import (
     VectorIndex,
 )
 from service.search.transform import IDENTITY, TemplateTransform
+from service.search.verify import CheckReport, ExactSample, IndexCheckFailed
 
 logger = logging.getLogger(__name__)
+
+# Called with (templates indexed, templates to index) after each block of a rebuild; it may
+# raise to stop the rebuild (the new index is then discarded, the live one kept).
+Progress = Callable[[int, int], None]
+BLOCK = 20_000  # templates read and added at a time
+MIN_BLOCK = 1_000  # smaller galleries report progress every block of this many
+COUNT_TRIES = 3  # count checks before giving up on a registry that keeps changing
 
 
 class IndexKeeper:
@@ -149,28 +158,69 @@ class IndexKeeper:
         finally:
             self._sync_lock.release()
 
-    def rebuild(self) -> None:
-        """A new index built from the registry beside the live one, then swapped in."""
-        self._rebuild()
+    def rebuild(self, progress: Progress | None = None) -> CheckReport:
+        """A new index built from the registry beside the live one, checked, then swapped
+        in. ``progress`` is called after each block and may raise to stop; a failed check
+        raises IndexCheckFailed. Either way the new index is discarded and the live one
+        kept."""
+        report = self._rebuild(progress, check=True)
         logger.info("index rebuilt from the registry: %d templates", self.size)
+        return report
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, progress: Progress | None = None, check: bool = False) -> CheckReport:
         """Build without any lock searches or writers take; then, under the sync lock, replay
         what changed meanwhile and swap, so a writer that caught up before the swap still
-        finds its change in the new index."""
+        finds its change in the new index.
+
+        With ``check``: the sample of searches is compared with exact search before the
+        changes made meanwhile are replayed (the exact answers are of the blocks read), and
+        the count with the registry's after them, under the sync lock."""
         transform = self.transform
-        fresh = self._new_index(transform, self._count())
+        total = self._count()
+        fresh = self._new_index(transform, total)
+        sample = ExactSample() if check else None
         try:
             fresh.watermark = self.source.watermark(self.model_id)  # before reading templates
-            for block in self.source.iter_templates(self.model_id):
-                self._add(fresh, transform, block)
+            done = 0
+            block_size = min(BLOCK, max(MIN_BLOCK, total // 50))
+            for block in self.source.iter_templates(self.model_id, block_size):
+                ids, vectors = self._prepared(transform, block)
+                fresh.add(ids, vectors, [t.attributes for t in block])
+                if sample is not None:
+                    sample.add(ids, vectors)
+                done += len(block)
+                if progress is not None:
+                    progress(done, max(done, total))
+            exact = fresh.kind.endswith("-flat")
+            queries, neighbours, found, depth = sample.check(fresh, exact) if sample else (0,) * 4
             self._replay(fresh, transform)  # the bulk of the changes made while building
             with self._sync_lock:
-                self._replay(fresh, transform)
+                if check:
+                    registry = self._caught_up_count(fresh, transform)
+                else:
+                    self._replay(fresh, transform)
+                    registry = len(fresh)
+                if len(fresh) != registry:
+                    raise IndexCheckFailed(
+                        f"the rebuilt index holds {len(fresh)} templates, the registry "
+                        f"{registry}; it was discarded and the live index kept"
+                    )
                 self._swap(fresh, transform)
         except BaseException:
             fresh.discard()
             raise
+        return CheckReport(len(fresh), registry, queries, neighbours, found, depth)
+
+    def _caught_up_count(self, index: VectorIndex, transform: TemplateTransform) -> int:
+        """The registry's template count once ``index`` has every change up to it: a write
+        committed between the count and the replay shows as a difference, so try again."""
+        registry = self._count()
+        for _ in range(COUNT_TRIES):
+            self._replay(index, transform)
+            if len(index) == registry:
+                break
+            registry = self._count()
+        return registry
 
     def _swap(self, index: VectorIndex, transform: TemplateTransform) -> None:
         """Make ``index`` the live one and release the one it replaces (a search still in
@@ -206,8 +256,15 @@ class IndexKeeper:
     ) -> None:
         if not block:
             return
+        ids, vectors = self._prepared(transform, block)
+        index.add(ids, vectors, [t.attributes for t in block])
+
+    def _prepared(
+        self, transform: TemplateTransform, block: Sequence[IndexedTemplate]
+    ) -> tuple[IdArray, FloatArray]:
+        """A block's ids and its vectors as the index holds them (transformed)."""
         ids = np.array([t.id for t in block], dtype=np.int64)
-        index.add(ids, transform.apply(self._raw(block)), [t.attributes for t in block])
+        return ids, transform.apply(self._raw(block))
 
     def _raw(self, block: Sequence[IndexedTemplate]) -> FloatArray:
         size = self.dimension * 4

@@ -11,6 +11,7 @@ from service.api.deps import (
     AdminDep,
     DuplicatesDep,
     EnrollmentDep,
+    JobDep,
     MaintenanceDep,
     require,
 )
@@ -22,12 +23,14 @@ from service.api.schemas import (
     DeliveryOut,
     DuplicatesOut,
     IndexStatsOut,
+    JobOut,
     KeyCreated,
     KeyIn,
     KeyOut,
     LinkIn,
     OrgIn,
     OrgOut,
+    RebuildIn,
     RetentionOut,
     WebhookIn,
     WebhookOut,
@@ -71,10 +74,35 @@ def index_stats(maintenance: MaintenanceDep, actor: Admin) -> IndexStatsOut:
     return IndexStatsOut.of(maintenance.index_stats(actor))
 
 
-@router.post("/index/rebuild", response_model=IndexStatsOut)
-def index_rebuild(maintenance: MaintenanceDep, actor: Admin) -> IndexStatsOut:
-    """A new index generation from the stored templates, built beside the live one."""
-    return IndexStatsOut.of(maintenance.rebuild_index(actor))
+@router.post("/index/rebuild", status_code=202, response_model=JobOut)
+def index_rebuild(jobs: JobDep, actor: Admin, body: RebuildIn | None = None) -> JobOut:
+    """Start a job: a new index generation from the stored templates (or, with reembed,
+    from the stored photos embedded again by the current model), built beside the live
+    one, checked against the registry and exact search, then swapped in; searches go on
+    meanwhile. Follow it at /v1/admin/jobs/{id}. 409 while another index job runs."""
+    kind = "index.reembed" if body is not None and body.reembed else "index.rebuild"
+    return JobOut.of(jobs.start(actor, kind))
+
+
+@router.get("/jobs", response_model=list[JobOut])
+def recent_jobs(
+    jobs: JobDep, actor: Admin, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> list[JobOut]:
+    """The latest index jobs, newest first."""
+    return [JobOut.of(j) for j in jobs.recent(actor, limit)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def job(job_id: Annotated[str, Path(max_length=32)], jobs: JobDep, actor: Admin) -> JobOut:
+    """A job's state, progress (done of total, rate, ETA) and, once over, its outcome."""
+    return JobOut.of(jobs.get(actor, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: Annotated[str, Path(max_length=32)], jobs: JobDep, actor: Admin) -> JobOut:
+    """A queued job is cancelled at once; a running one stops at its next progress report.
+    Either way the live index stays as it was."""
+    return JobOut.of(jobs.cancel(actor, job_id))
 
 
 @router.get("/export")

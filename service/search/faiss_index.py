@@ -73,9 +73,7 @@ class FaissIndex:
         self, ids: IdArray, vectors: FloatArray, attributes: Sequence[TemplateAttributes]
     ) -> None:
         """Index these vectors; an id already present is replaced (vector and attributes)."""
-        ids = _ids(ids)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-        _check_batch(ids, vectors, attributes)
+        ids, vectors = checked_batch(ids, vectors, attributes, self.dimension)
         with self._lock.writing():
             self._remove_present(ids)
             self._index.add_with_ids(vectors, ids)
@@ -199,12 +197,18 @@ def _ids(ids: IdArray) -> IdArray:
     return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
 
 
-def _check_batch(ids: IdArray, vectors: FloatArray, attributes: Sequence[object]) -> None:
-    """Ids index bitmaps, so they must be non-negative and unique within a batch."""
+def checked_batch(
+    ids: IdArray, vectors: FloatArray, attributes: Sequence[object], dimension: int
+) -> tuple[IdArray, FloatArray]:
+    """A batch to add, as contiguous int64 ids and float32 rows. Ids index bitmaps, so they
+    must be non-negative and unique within a batch."""
+    ids = _ids(ids)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dimension)
     if not len(ids) == len(vectors) == len(attributes):
         raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors and {len(attributes)} attributes")
     if len(ids) and (ids.min() < 0 or len(np.unique(ids)) != len(ids)):
         raise ValueError("template ids must be non-negative and unique within a batch")
+    return ids, vectors
 
 
 def _snapshot_problem(

@@ -42,7 +42,7 @@ import faiss
 import numpy as np
 
 from service.search.attributes import AttributeTable, Bitmap, popcount
-from service.search.faiss_index import FaissIndex, _check_batch, _ids
+from service.search.faiss_index import FaissIndex, checked_batch
 from service.search.port import FloatArray, IdArray, SearchFilter, SnapshotMeta, TemplateAttributes
 
 logger = logging.getLogger(__name__)
@@ -88,9 +88,7 @@ class HnswIndex(FaissIndex):
         self, ids: IdArray, vectors: FloatArray, attributes: Sequence[TemplateAttributes]
     ) -> None:
         """Append these vectors as new rows; a template already present loses its old row."""
-        ids = _ids(ids)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-        _check_batch(ids, vectors, attributes)
+        ids, vectors = checked_batch(ids, vectors, attributes, self.dimension)
         if not len(ids):
             return
         with self._lock.writing():

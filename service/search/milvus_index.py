@@ -37,7 +37,7 @@ from pymilvus.exceptions import MilvusException
 from service.errors import storage_error
 from service.search.attributes import SEX_CODES, UNKNOWN_SEX
 from service.search.backends import chosen_type
-from service.search.faiss_index import _check_batch, _ids, _write_atomically
+from service.search.faiss_index import _ids, _write_atomically, checked_batch
 from service.search.hnsw import EF_CONSTRUCTION, EF_SEARCH, M
 from service.search.port import (
     FloatArray,
@@ -87,9 +87,7 @@ class MilvusIndex:
         self, ids: IdArray, vectors: FloatArray, attributes: Sequence[TemplateAttributes]
     ) -> None:
         """Upsert: an id already present is replaced (vector and attributes)."""
-        ids = _ids(ids)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-        _check_batch(ids, vectors, attributes)
+        ids, vectors = checked_batch(ids, vectors, attributes, self.dimension)
         if not len(ids):
             return
         rows = [

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +44,14 @@ from service.evaluation.pairs import (
     F32,
     Enrolled,
     Pairs,
-    cache_file,
     cross_fitted,
-    embed,
+    dataset_arguments,
+    embed_dataset,
     fit,
     scored_with,
     split,
 )
-from service.evaluation.protocols import read_labels
-from service.faces.factory import build_pipeline
 from service.search.transform import IDENTITY
-from service.search.transform import resolve_transform as resolve
-from service.settings import Settings
 
 OUT = Path(__file__).resolve().parent.parent / "service" / "matching" / "data" / "duplicates.json"
 GAPS = ((0, 2), (3, 5), (6, 10), (11, 99))  # age gap bins (years) of the genuine pairs
@@ -107,33 +102,14 @@ def describe(f: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True, help="folder with labels.csv")
-    parser.add_argument("--out", type=Path, default=OUT, help="JSON file to update")
+    dataset_arguments(parser, OUT)
     parser.add_argument("--fmr", type=float, default=1e-3, help="false matches per impostor pair")
-    parser.add_argument("--child-age", type=float, default=18, help="calibrate on photos under it")
-    parser.add_argument("--folds", type=int, default=10, help="for cross-fitting the transform")
-    parser.add_argument("--no-cache", action="store_true", help="embed again, keep nothing")
     args = parser.parse_args()
-
-    settings = Settings()
-    pipeline = build_pipeline(settings)
-    model_id, dimension = pipeline.model_id, pipeline.backend.dimension
-    shipped = resolve(settings.template_transform, model_id, dimension)
-    fitted = shipped is not IDENTITY
-    samples = read_labels(args.dataset)
-    cache = (
-        None
-        if args.no_cache
-        else cache_file(args.dataset, settings, model_id, Path(tempfile.gettempdir()))
-    )
-    print(f"model {model_id}, template transform {shipped.version}")
-    data = embed(samples, settings, pipeline, cache)
-    timing = f"in {data.seconds:.0f} s" if data.seconds else f"(cached in {cache})"
+    calibration = embed_dataset(args)
+    print(calibration)
+    model_id, shipped, fitted = calibration.model_id, calibration.transform, calibration.fitted
+    samples, data = calibration.samples, calibration.data
     people = sorted(set(data.person))
-    print(
-        f"{len(data.vectors)} of {data.photos} photos embedded, {len(people)} people {timing}; "
-        f"no face found in {data.refused}"
-    )
 
     every = np.arange(len(data.vectors))
     pairs = cross_fitted(data, every, args.folds, model_id, fitted)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,19 +31,15 @@ import numpy as np
 from service.evaluation.folds import fold_of
 from service.evaluation.pairs import (
     Enrolled,
-    cache_file,
     cross_fitted,
-    embed,
+    dataset_arguments,
+    embed_dataset,
     fit,
     scored_with,
     split,
 )
-from service.evaluation.protocols import read_labels
-from service.faces.factory import build_pipeline
 from service.matching.chance import SHIPPED, ImpostorCurve, fit_curve
 from service.search.transform import IDENTITY
-from service.search.transform import resolve_transform as resolve
-from service.settings import Settings
 
 CHECK_RATES = (1e-2, 1e-3, 1e-4)
 GALLERIES = (1_000, 100_000, 1_000_000)  # templates, for the share of mates standing out
@@ -112,24 +106,12 @@ def halves_checked(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True, help="folder with labels.csv")
-    parser.add_argument("--out", type=Path, default=SHIPPED, help="JSON file to update")
-    parser.add_argument("--child-age", type=float, default=18, help="fit on photos under it")
-    parser.add_argument("--folds", type=int, default=10, help="for cross-fitting the transform")
-    parser.add_argument("--no-cache", action="store_true", help="embed again, keep nothing")
+    dataset_arguments(parser, SHIPPED)
     args = parser.parse_args()
-
-    settings = Settings()
-    pipeline = build_pipeline(settings)
-    model_id, dimension = pipeline.model_id, pipeline.backend.dimension
-    shipped = resolve(settings.template_transform, model_id, dimension)
-    fitted = shipped is not IDENTITY
-    samples = read_labels(args.dataset)
-    folder = Path(tempfile.gettempdir())
-    cache = None if args.no_cache else cache_file(args.dataset, settings, model_id, folder)
-    print(f"model {model_id}, template transform {shipped.version}")
-    data = embed(samples, settings, pipeline, cache)
-    print(f"{len(data.vectors)} of {data.photos} photos embedded, no face in {data.refused}")
+    calibration = embed_dataset(args)
+    print(calibration)
+    model_id, shipped, fitted = calibration.model_id, calibration.transform, calibration.fitted
+    samples, data = calibration.samples, calibration.data
 
     pairs = cross_fitted(data, np.arange(len(data.vectors)), args.folds, model_id, fitted)
     genuine, impostor = split(data, pairs, args.child_age)[:2]

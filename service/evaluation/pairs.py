@@ -11,7 +11,9 @@ with the transform refitted by the same recipe on other people than its two (``c
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +24,16 @@ from tqdm import tqdm
 
 from service.errors import HomewardError
 from service.evaluation.folds import FIT_AGE_DIRS, FIT_REG
-from service.evaluation.protocols import Sample
+from service.evaluation.protocols import Sample, read_labels
+from service.faces.factory import build_pipeline
 from service.faces.pipeline import FacePipeline
 from service.matching.uploads import Uploads
-from service.search.transform import IDENTITY, TemplateTransform, fit_linear_map
+from service.search.transform import (
+    IDENTITY,
+    TemplateTransform,
+    fit_linear_map,
+    resolve_transform,
+)
 from service.settings import Settings
 
 F32 = npt.NDArray[np.float32]
@@ -169,3 +177,52 @@ def split(data: Enrolled, pairs: Pairs, child_age: float) -> tuple[F32, F32, F32
         gap[child & same],
         pairs.score[~same],
     )
+
+
+# -- the calibration scripts' common start ----------------------------------------------------
+
+
+def dataset_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The options every calibration script takes."""
+    parser.add_argument("--dataset", type=Path, required=True, help="folder with labels.csv")
+    parser.add_argument("--out", type=Path, default=out, help="JSON file to update")
+    parser.add_argument("--child-age", type=float, default=18, help="fit on photos under it")
+    parser.add_argument("--folds", type=int, default=10, help="for cross-fitting the transform")
+    parser.add_argument("--no-cache", action="store_true", help="embed again, keep nothing")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The configured model's templates of a dataset, and what they are scored under."""
+
+    model_id: str
+    transform: TemplateTransform  # the shipped one, whose version an entry records
+    samples: list[Sample]
+    data: Enrolled
+
+    def __str__(self) -> str:
+        data = self.data
+        timing = f"in {data.seconds:.0f} s" if data.seconds else "(from the cache)"
+        return (
+            f"model {self.model_id}, template transform {self.transform.version}\n"
+            f"{len(data.vectors)} of {data.photos} photos embedded, "
+            f"{len(set(data.person))} people {timing}; no face found in {data.refused}"
+        )
+
+    @property
+    def fitted(self) -> bool:
+        """Whether scores go through a transform (then cross-fitted, never the shipped one)."""
+        return self.transform is not IDENTITY
+
+
+def embed_dataset(args: argparse.Namespace) -> Calibration:
+    """The configured model (HOMEWARD_MODEL_BACKEND, HOMEWARD_TTA_FLIP, ...) run over
+    ``--dataset``, its templates cached in the system's temp folder unless ``--no-cache``."""
+    settings = Settings()
+    pipeline = build_pipeline(settings)
+    model_id, dimension = pipeline.model_id, pipeline.backend.dimension
+    shipped = resolve_transform(settings.template_transform, model_id, dimension)
+    samples = read_labels(args.dataset)
+    folder = Path(tempfile.gettempdir())
+    cache = None if args.no_cache else cache_file(args.dataset, settings, model_id, folder)
+    return Calibration(model_id, shipped, samples, embed(samples, settings, pipeline, cache))

@@ -32,7 +32,6 @@ repository); ``--no-cache`` embeds again.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from service.evaluation.pairs import (
     fit,
     scored_with,
     split,
+    store_entry,
 )
 from service.search.transform import IDENTITY
 
@@ -153,10 +153,7 @@ def main() -> None:
             {k: round(v, 6) if isinstance(v, float) else v for k, v in c.items()} for c in checks
         ],
     }
-    stored = json.loads(args.out.read_text()) if args.out.exists() else {}
-    stored.setdefault("thresholds", {})[model_id] = entry
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    store_entry(args.out, "thresholds", model_id, entry)
     print(f"wrote {args.out}")
 
 

@@ -23,7 +23,6 @@ models' entries. Templates are cached in the system's temp folder (never in the 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from service.evaluation.pairs import (
     fit,
     scored_with,
     split,
+    store_entry,
 )
 from service.matching.chance import SHIPPED, ImpostorCurve, fit_curve
 from service.search.transform import IDENTITY
@@ -141,10 +141,7 @@ def main() -> None:
         "genuine_standing_out": {k: round(v, 4) for k, v in shares.items()},
         "leave_subjects_out": checks,
     }
-    stored = json.loads(args.out.read_text()) if args.out.exists() else {}
-    stored.setdefault("curves", {})[model_id] = entry
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    store_entry(args.out, "curves", model_id, entry)
     print(f"wrote {args.out}")
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -226,3 +228,11 @@ def embed_dataset(args: argparse.Namespace) -> Calibration:
     folder = Path(tempfile.gettempdir())
     cache = None if args.no_cache else cache_file(args.dataset, settings, model_id, folder)
     return Calibration(model_id, shipped, samples, embed(samples, settings, pipeline, cache))
+
+
+def store_entry(out: Path, section: str, model_id: str, entry: dict[str, Any]) -> None:
+    """Write ``entry`` as ``out[section][model_id]``, keeping the other models' entries."""
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    stored.setdefault(section, {})[model_id] = entry
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")

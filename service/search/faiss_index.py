@@ -95,8 +95,7 @@ class FaissIndex:
         self, queries: FloatArray, k: int, where: SearchFilter | None = None
     ) -> tuple[FloatArray, IdArray]:
         """Top-k (scores, ids) per query row, ids -1 where fewer than k pass ``where``."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
-        k = max(1, int(k))
+        queries, k = checked_queries(queries, k, self.dimension)
         with self._lock.reading():
             if where is None or not where.active:
                 scores, ids = self._index.search(queries, k)
@@ -195,6 +194,11 @@ class FaissIndex:
 
 def _ids(ids: IdArray) -> IdArray:
     return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+
+
+def checked_queries(queries: FloatArray, k: int, dimension: int) -> tuple[FloatArray, int]:
+    """Query rows as contiguous float32, and k at least 1."""
+    return np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, dimension), max(1, int(k))
 
 
 def checked_batch(

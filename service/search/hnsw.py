@@ -42,7 +42,7 @@ import faiss
 import numpy as np
 
 from service.search.attributes import AttributeTable, Bitmap, popcount
-from service.search.faiss_index import FaissIndex, checked_batch
+from service.search.faiss_index import FaissIndex, checked_batch, checked_queries
 from service.search.port import FloatArray, IdArray, SearchFilter, SnapshotMeta, TemplateAttributes
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ class HnswIndex(FaissIndex):
         self, queries: FloatArray, k: int, where: SearchFilter | None = None
     ) -> tuple[FloatArray, IdArray]:
         """Top-k (scores, ids) per query row among live templates passing ``where``."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
-        k = max(1, int(k))
+        queries, k = checked_queries(queries, k, self.dimension)
         with self._lock.reading():
             active = where is not None and where.active
             ef = max(self.ef_search, k)

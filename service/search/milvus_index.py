@@ -37,7 +37,7 @@ from pymilvus.exceptions import MilvusException
 from service.errors import storage_error
 from service.search.attributes import SEX_CODES, UNKNOWN_SEX
 from service.search.backends import chosen_type
-from service.search.faiss_index import _ids, _write_atomically, checked_batch
+from service.search.faiss_index import _ids, _write_atomically, checked_batch, checked_queries
 from service.search.hnsw import EF_CONSTRUCTION, EF_SEARCH, M
 from service.search.port import (
     FloatArray,
@@ -127,8 +127,7 @@ class MilvusIndex:
     ) -> tuple[FloatArray, IdArray]:
         """Top-k (scores, ids) per query row; ids -1 where fewer than k pass ``where`` (or
         beyond Milvus's top-k limit of 16384)."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dimension)
-        k = max(1, int(k))
+        queries, k = checked_queries(queries, k, self.dimension)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         found = np.full((len(queries), k), -1, np.int64)
         if not self._count:

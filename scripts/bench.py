@@ -24,17 +24,19 @@ queries whose exact top 10 are all in the index's top 50 (should be 1.0).
 registry (``bench_match.fill_gallery``), real ``homeward serve`` processes on it
 (``WITH_WORKER=false``, rate limits in Redis), a 640x480 one-face photo posted by 1, 4 and
 16 client threads round-robin over the processes: p50/p95 and requests per second, with one
-process (default and 1 inference thread) and two (1 inference thread each); enrollment
-photos per second on one process; each process's memory.
+process (default and 1 inference thread) and two (1 inference thread each), all on every
+core; then one process pinned to one core against two pinned to one core each (how far
+processes scale when each has a core of its own: on 2 cores one process already uses
+both); enrollment photos per second on one process; each process's memory.
 
-**Time** (2 quiet cores). Sizes 10k and 100k with all three backends: about 15 min (the
+**Time** (2 quiet cores). Sizes 10k and 100k with all four backends: about 15 min (the
 100k HNSW build ~1-2 min; Milvus Lite answers a query in ~0.05-0.3 s, so its 1000 timed
 queries take ~5 min at 100k). 1M: generating and the
 exact reference ~2 min, flat ~3 min (a 1M exact search is ~70 ms, 1000 of them), the HNSW
 build ~20-30 min on 2 threads (``--build-threads``; twice that on one), Milvus Lite at 1M
 is skipped unless ``--milvus-max-size`` allows it (its inserts alone take long). End to end
-at 100k: ~10 min (filling PostgreSQL ~2 min, an HNSW build at the first start ~2-3 min,
-nine load levels of ``--e2e-requests``). So the full default run takes about an hour.
+at 100k: ~12 min (filling PostgreSQL ~1 min, the index built at the first start, fifteen
+load levels of ``--e2e-requests``). So the full default run takes about an hour.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ WARMUP = 20
 BACKENDS = {  # name -> (backend, index type)
     "flat": ("faiss", "flat"),
     "hnsw": ("faiss", "hnsw"),
+    "pq": ("faiss", "pq"),
     "milvus": ("milvus", "hnsw"),
     "milvus-flat": ("milvus", "flat"),
 }
@@ -482,9 +485,10 @@ def e2e_part(args: argparse.Namespace, pipeline: Any) -> tuple[list[Row], Row]:
     probe = bench_match.probe_photo()
     rows: list[Row] = []
     info: Row = {"size": args.e2e_size, "load_before": os.getloadavg()}
-    configs = [(1, None), (1, 1), (2, 1)]  # (API processes, inference threads; None: default)
+    # (API processes, inference threads (None: default), each process pinned to one core)
+    configs = [(1, None, False), (1, 1, False), (2, 1, False), (1, 1, True), (2, 1, True)]
     if args.e2e_quick:
-        configs = [(1, 1), (2, 1)]
+        configs = [(1, 1, False), (2, 1, False)]
     with fresh_database(args.postgres) as url, tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         settings = Settings(
@@ -503,14 +507,20 @@ def e2e_part(args: argparse.Namespace, pipeline: Any) -> tuple[list[Row], Row]:
             "HOMEWARD_INDEX_TYPE": args.e2e_index_type,
         }
         try:
-            for processes, threads in configs:
+            for processes, threads, pinned in configs:
                 env["HOMEWARD_INFERENCE_THREADS"] = None if threads is None else str(threads)
                 with environment(env):
                     servers = []
                     try:
-                        for _ in range(processes):  # one after the other: the first migrates
-                            servers.append(bench_match.Server(data))
-                        rows += measure(servers, probe, processes, threads, args, info)
+                        for n in range(processes):  # one after the other: the first migrates
+                            cpus = {n % (os.cpu_count() or 1)} if pinned else None
+                            servers.append(bench_match.Server(data, cpus))
+                        label: Row = {
+                            "processes": processes,
+                            "inference_threads": threads or "default",
+                            "cores": "1 each" if pinned else "shared",
+                        }
+                        rows += measure(servers, probe, label, args, info)
                     finally:
                         for server in servers:
                             server.stop()
@@ -521,12 +531,7 @@ def e2e_part(args: argparse.Namespace, pipeline: Any) -> tuple[list[Row], Row]:
 
 
 def measure(
-    servers: list[bench_match.Server],
-    probe: bytes,
-    processes: int,
-    threads: int | None,
-    args: argparse.Namespace,
-    info: Row,
+    servers: list[bench_match.Server], probe: bytes, label: Row, args: argparse.Namespace, info: Row
 ) -> list[Row]:
     urls = [f"http://127.0.0.1:{s.port}" for s in servers]
     first = servers[0].client
@@ -541,7 +546,6 @@ def measure(
                 ).status_code
                 == 200
             )
-    label: Row = {"processes": processes, "inference_threads": threads or "default"}
     rows = []
     for concurrency in args.concurrency:
         row = label | load(urls, probe, concurrency, args.e2e_requests)
@@ -550,8 +554,8 @@ def measure(
         row["peak_mib"] = [bench_match.rss_mib(s.proc.pid)[1] for s in servers]
         rows.append(row)
         print(
-            f"[e2e] {processes} process(es), threads {label['inference_threads']}, "
-            f"concurrency {concurrency}: {row['rps']:.1f} req/s"
+            f"[e2e] {label['processes']} process(es), threads {label['inference_threads']}, "
+            f"cores {label['cores']}, concurrency {concurrency}: {row['rps']:.1f} req/s"
         )
     if "enroll_per_s" not in info:
         rate, enrolled = bench_match.enrollment_rate(first, bench_match.enrollment_photos(), {})
@@ -629,30 +633,34 @@ def print_e2e(rows: list[Row], info: Row, requests: int) -> None:
         f"load average {_load(info['load_before'])} -> {_load(info['load_after'])}"
     )
     print(
-        f"{'processes':>9} {'inf threads':>11} {'conc':>4} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'req/s':>6} {'RSS MiB':>12} {'start s':>7}"
+        f"{'processes':>9} {'inf threads':>11} {'cores':>6} {'conc':>4} {'p50 ms':>7} "
+        f"{'p95 ms':>7} {'req/s':>6} {'RSS MiB':>12} {'start s':>7}"
     )
     for r in rows:
         rss = "+".join(f"{m:.0f}" for m in r["rss_mib"])
         print(
-            f"{r['processes']:>9} {r['inference_threads']!s:>11} {r['concurrency']:>4} "
-            f"{r['p50']:7.1f} {r['p95']:7.1f} {r['rps']:6.1f} {rss:>12} {r['startup_s']:7.1f}"
+            f"{r['processes']:>9} {r['inference_threads']!s:>11} {r['cores']:>6} "
+            f"{r['concurrency']:>4} {r['p50']:7.1f} {r['p95']:7.1f} {r['rps']:6.1f} {rss:>12} "
+            f"{r['startup_s']:7.1f}"
         )
 
-    def rates(processes: int, threads: object) -> dict[int, float]:
+    def rates(processes: int, threads: object, cores: str = "shared") -> dict[int, float]:
         return {
             r["concurrency"]: r["rps"]
             for r in rows
-            if r["processes"] == processes and r["inference_threads"] == threads
+            if (r["processes"], r["inference_threads"], r["cores"]) == (processes, threads, cores)
         }
 
     two, single, default = rates(2, 1), rates(1, 1), rates(1, "default")
+    two_pinned, one_pinned = rates(2, 1, "1 each"), rates(1, 1, "1 each")
     for c in sorted(two):
         against = [
             f"{two[c] / base[c]:.2f}x 1 process at {name}"
             for base, name in ((single, "1 inference thread"), (default, "default threads"))
             if c in base
         ]
+        if c in two_pinned and c in one_pinned:
+            against.append(f"{two_pinned[c] / one_pinned[c]:.2f}x with one core per process")
         print(f"2 processes at concurrency {c}: {', '.join(against)}")
     print(
         f"enrollment: {info.get('enroll_per_s', 0):.1f} photos/s ({info.get('enrolled', 0)} "
@@ -667,7 +675,7 @@ def _load(values: tuple[float, float, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--backends", nargs="+", default=["flat", "hnsw", "milvus"],
+    parser.add_argument("--backends", nargs="+", default=["flat", "hnsw", "pq", "milvus"],
                         choices=sorted(BACKENDS))  # fmt: skip
     parser.add_argument("--skip", nargs="*", default=[], metavar="BACKEND@SIZE")
     parser.add_argument("--milvus-max-size", type=int, default=100_000)

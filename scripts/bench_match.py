@@ -150,7 +150,9 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    """A real ``homeward serve`` on a free port; ``cpus`` pins it (every thread) to those."""
+
+    def __init__(self, data_dir: Path, cpus: set[int] | None = None) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -168,6 +170,7 @@ class Server:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
         self.client = httpx.Client(
             base_url=f"http://127.0.0.1:{self.port}", headers={"X-API-Key": KEY}, timeout=60

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ModelBackend = Literal["auto", "sface", "insightface", "fusion", "dlib"]
-IndexType = Literal["flat", "hnsw", "auto"]
+IndexType = Literal["flat", "hnsw", "pq", "auto"]
 IndexBackend = Literal["faiss", "milvus"]
 
 
@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     )
     index_type: IndexType = Field(
         default="flat",
-        description="flat (exact), hnsw (approximate graph, exact scores), or auto (flat for "
-        "small galleries, hnsw from about 20k 128-D or 5k 512-D templates)",
+        description="flat (exact); pq (FAISS only: a scan of 4-bit product-quantised codes, "
+        "the best 2000 re-scored exactly); hnsw (approximate graph, exact scores); or auto "
+        "(flat for small galleries; from about 20k 128-D or 5k 512-D templates, pq with "
+        "FAISS and hnsw with Milvus)",
     )
     milvus_uri: str | None = Field(
         default=None,

@@ -3,7 +3,10 @@ against an in-memory TemplateSource and a brute-force numpy reference (no face m
 
 The backend-independent tests take the ``factory`` fixture and run once per index: FAISS
 flat (the reference), FAISS HNSW (filters answered by an exact scan of the few passing
-rows, and ``hnsw-walk``: always through the graph), and Milvus (Milvus Lite, flat and HNSW).
+rows, and ``hnsw-walk``: always through the graph), FAISS PQ (``pq``: these galleries are
+below its codebook's size, so exact scans; ``pq-codes``: a codebook from 100 rows and every
+search through the codes, with a shortlist longer than the gallery, so results must still
+be exact), and Milvus (Milvus Lite, flat and HNSW).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.search import pq
 from service.search.backends import FaissFactory
 from service.search.faiss_index import FaissIndex
-from service.search.hnsw import HnswIndex
 from service.search.keeper import IndexKeeper
 from service.search.port import (
     Change,
@@ -31,6 +34,7 @@ from service.search.port import (
     TemplateSource,
     VectorIndex,
 )
+from service.search.rows import RowIndex
 from service.search.rwlock import ReadWriteLock
 from service.search.transform import IDENTITY, TemplateTransform
 from service.settings import IndexType
@@ -111,14 +115,12 @@ def filled_source(n: int = 400, seed: int = 7) -> FakeSource:
 
 
 class WalkFactory(FaissFactory):
-    """HNSW that always walks the graph, however few templates a filter leaves."""
-
-    def __init__(self) -> None:
-        super().__init__("hnsw")
+    """An approximate index that never falls back on an exact scan, however few templates a
+    filter leaves."""
 
     def create(self, dimension: int, model_id: str, transform: str, size: int) -> VectorIndex:
         index = super().create(dimension, model_id, transform, size)
-        assert isinstance(index, HnswIndex)
+        assert isinstance(index, RowIndex)
         index.exact_below = 0
         return index
 
@@ -126,16 +128,18 @@ class WalkFactory(FaissFactory):
         self, folder: Path, model_id: str, dimension: int, transform: str, size: int
     ) -> VectorIndex | None:
         index = super().load(folder, model_id, dimension, transform, size)
-        if isinstance(index, HnswIndex):
+        if isinstance(index, RowIndex):
             index.exact_below = 0
         return index
 
 
-BACKENDS = ["flat", "hnsw", "hnsw-walk", "milvus", "milvus-hnsw"]
+BACKENDS = ["flat", "hnsw", "hnsw-walk", "pq", "pq-codes", "milvus", "milvus-hnsw"]
 KINDS = {
     "flat": "faiss-flat",
     "hnsw": "faiss-hnsw",
     "hnsw-walk": "faiss-hnsw",
+    "pq": "faiss-pq",
+    "pq-codes": "faiss-pq",
     "milvus": "milvus-flat",
     "milvus-hnsw": "milvus-hnsw",
 }
@@ -153,9 +157,10 @@ def make_factory(name: str, request: pytest.FixtureRequest) -> IndexFactory:
 
         index_type: IndexType = "hnsw" if name == "milvus-hnsw" else "flat"
         return MilvusFactory(request.getfixturevalue("milvus_uri"), index_type)
-    return (
-        WalkFactory() if name == "hnsw-walk" else FaissFactory("hnsw" if name == "hnsw" else "flat")
-    )
+    if name == "pq-codes":
+        request.getfixturevalue("monkeypatch").setattr(pq, "TRAIN_FROM", 100)
+    kind: IndexType = "flat" if name == "flat" else "hnsw" if name.startswith("hnsw") else "pq"
+    return WalkFactory(kind) if name.endswith(("-walk", "-codes")) else FaissFactory(kind)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -72,6 +72,15 @@ class AttributeTable:
             np.bitwise_and.at(self._bitmaps[int(code)], members >> 3, ~_bits(members))
         self._org[ids], self._sex[ids], self._birth[ids] = NO_ORG, UNKNOWN_SEX, np.nan
 
+    def org_code(self, org_id: str | None) -> int | None:
+        """The table's number for an organisation (in order of first sight), None if unseen."""
+        return None if org_id is None else self._codes.get(org_id)
+
+    def org_codes(self, ids: IdArray) -> npt.NDArray[np.int32]:
+        """The organisation number of each present id."""
+        codes: npt.NDArray[np.int32] = self._org[ids]
+        return codes
+
     def present(self) -> Bitmap:
         """The ids present, as a packed bitmap (for an index that keeps dead entries)."""
         packed: Bitmap = np.packbits(self._org != NO_ORG, bitorder="little")

@@ -1,13 +1,15 @@
 """Which index backend and type serve the search: chosen once, from the settings, by
 ``index_factory`` (``HOMEWARD_INDEX_BACKEND``, ``HOMEWARD_INDEX_TYPE``).
 
-``auto`` means exact search (flat) below ``AUTO_HNSW_FROM`` templates and HNSW from there
-on. Measured on one core (synthetic 128-D unit vectors, see the issue-11 report), a flat
-search costs about 0.4-0.6 ns per template and dimension, so 100k 128-D templates take
-3-7 ms, well above an HNSW search; at 20k they take about 1 ms, which exact search is worth
-(it can never miss). The threshold is in templates x dimension so a 512-D model switches at
-a quarter of the count. The type is chosen when the index is built (start, rebuild); a
-gallery that crosses the line is rebuilt as the other type at the next snapshot.
+``auto`` means exact search (flat) below ``AUTO_APPROXIMATE_FROM`` templates and an
+approximate index from there on: FAISS's PQ scan (``service.search.pq``; its shortlist
+keeps more of the exact top 50 than HNSW at the same speed on face templates, see the
+README's benchmark), Milvus's HNSW. Measured on one core, a flat search costs about
+0.4-0.6 ns per template and dimension, so 100k 128-D templates take 3-7 ms, well above a
+PQ scan; at 20k they take about 1 ms, which exact search is worth (it can never miss). The
+threshold is in templates x dimension so a 512-D model switches at a quarter of the count.
+The type is chosen when the index is built (start, rebuild); a gallery that crosses the
+line is rebuilt as the other type at the next snapshot.
 """
 
 from __future__ import annotations
@@ -19,22 +21,28 @@ from typing import Literal
 from service.search.faiss_index import FaissIndex
 from service.search.hnsw import HnswIndex
 from service.search.port import IndexFactory, VectorIndex
+from service.search.pq import PqIndex
+from service.search.rows import RowIndex
 from service.settings import IndexBackend, IndexType
 
 logger = logging.getLogger(__name__)
 
-AUTO_HNSW_FROM = 20_000 * 128  # templates x dimension from which ``auto`` is HNSW
+AUTO_APPROXIMATE_FROM = 20_000 * 128  # templates x dimension from which ``auto`` approximates
+Concrete = Literal["flat", "hnsw", "pq"]
+CLASSES: dict[Concrete, type[FaissIndex]] = {"flat": FaissIndex, "hnsw": HnswIndex, "pq": PqIndex}
 
 
-def chosen_type(index_type: IndexType, size: int, dimension: int) -> Literal["flat", "hnsw"]:
-    """The concrete type for a gallery of ``size`` templates."""
+def chosen_type(
+    index_type: IndexType, size: int, dimension: int, approximate: Concrete = "pq"
+) -> Concrete:
+    """The concrete type for a gallery of ``size`` templates (``approximate`` above the line)."""
     if index_type == "auto":
-        return "hnsw" if size * dimension >= AUTO_HNSW_FROM else "flat"
+        return approximate if size * dimension >= AUTO_APPROXIMATE_FROM else "flat"
     return index_type
 
 
 class FaissFactory:
-    """Embedded FAISS indexes, flat or HNSW, snapshotted to the index folder."""
+    """Embedded FAISS indexes (flat, HNSW, PQ scan), snapshotted to the index folder."""
 
     backend = "faiss"
 
@@ -42,8 +50,7 @@ class FaissFactory:
         self.index_type = index_type
 
     def _class(self, size: int, dimension: int) -> type[FaissIndex]:
-        flat = chosen_type(self.index_type, size, dimension) == "flat"
-        return FaissIndex if flat else HnswIndex
+        return CLASSES[chosen_type(self.index_type, size, dimension)]
 
     def create(self, dimension: int, model_id: str, transform: str, size: int) -> VectorIndex:
         return self._class(size, dimension)(dimension, model_id, transform)
@@ -57,7 +64,7 @@ class FaissFactory:
         wanted = self._class(size, index.dimension).KIND
         if index.kind != wanted:
             return f"{size} templates call for a {wanted} index, not {index.kind}"
-        return index.stale() if isinstance(index, HnswIndex) else ""
+        return index.stale() if isinstance(index, RowIndex) else ""
 
 
 def index_factory(backend: IndexBackend, index_type: IndexType, milvus_uri: str) -> IndexFactory:

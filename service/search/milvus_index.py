@@ -218,9 +218,17 @@ class MilvusFactory:
     backend = "milvus"
 
     def __init__(self, uri: str, index_type: IndexType = "flat") -> None:
+        if index_type == "pq":
+            raise ValueError(
+                "HOMEWARD_INDEX_TYPE=pq is a FAISS index; with Milvus use flat, hnsw or auto"
+            )
         self.uri = uri
         self.index_type = index_type
         self._client: MilvusClient | None = None
+
+    def _type(self, size: int, dimension: int) -> str:
+        """The type ``auto`` comes to for this gallery (Milvus's approximate one: HNSW)."""
+        return chosen_type(self.index_type, size, dimension, "hnsw")
 
     @property
     def client(self) -> MilvusClient:
@@ -231,7 +239,7 @@ class MilvusFactory:
         return self._client
 
     def create(self, dimension: int, model_id: str, transform: str, size: int) -> VectorIndex:
-        index_type = chosen_type(self.index_type, size, dimension)
+        index_type = self._type(size, dimension)
         name = f"hw_{_stem(model_id)}_{secrets.token_hex(4)}"
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -270,7 +278,7 @@ class MilvusFactory:
             logger.warning("Milvus collection %s is gone; will rebuild", meta.location)
             return None
         self.client.load_collection(meta.location)  # released after a restart
-        kind = f"milvus-{chosen_type(self.index_type, size, dimension)}"
+        kind = f"milvus-{self._type(size, dimension)}"
         problem = _problem(meta, model_id, dimension, transform, kind)
         index = MilvusIndex(
             self.client,
@@ -288,7 +296,7 @@ class MilvusFactory:
         return index
 
     def stale(self, index: VectorIndex, size: int) -> str:
-        wanted = f"milvus-{chosen_type(self.index_type, size, index.dimension)}"
+        wanted = f"milvus-{self._type(size, index.dimension)}"
         if index.kind != wanted:
             return f"{size} templates call for a {wanted} index, not {index.kind}"
         return ""  # Milvus compacts deletions itself

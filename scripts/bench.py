@@ -548,7 +548,12 @@ def measure(
             )
     rows = []
     for concurrency in args.concurrency:
+        before = cpu_seconds(servers)
         row = label | load(urls, probe, concurrency, args.e2e_requests)
+        after = cpu_seconds(servers)
+        row["server_cpu_ms"], row["machine_cpu_ms"] = (
+            (b - a) * 1000 / args.e2e_requests for a, b in zip(before, after, strict=True)
+        )
         row["startup_s"] = max(s.startup_s for s in servers)
         row["rss_mib"] = [bench_match.rss_mib(s.proc.pid)[0] for s in servers]
         row["peak_mib"] = [bench_match.rss_mib(s.proc.pid)[1] for s in servers]
@@ -568,6 +573,19 @@ def measure(
             )
             print(f"[e2e] enrollment refused: {r.status_code} {r.text[:300]}")
     return rows
+
+
+def cpu_seconds(servers: list[bench_match.Server]) -> tuple[float, float]:
+    """CPU time used so far by the server processes, and by the whole machine (every core
+    busy: servers, clients, PostgreSQL, Redis)."""
+    import psutil
+
+    used = [psutil.Process(s.proc.pid).cpu_times() for s in servers]
+    machine = psutil.cpu_times()
+    return (
+        sum(t.user + t.system for t in used),
+        machine.user + machine.system + machine.nice + machine.irq + machine.softirq,
+    )
 
 
 # -- output -----------------------------------------------------------------------------
@@ -634,15 +652,20 @@ def print_e2e(rows: list[Row], info: Row, requests: int) -> None:
     )
     print(
         f"{'processes':>9} {'inf threads':>11} {'cores':>6} {'conc':>4} {'p50 ms':>7} "
-        f"{'p95 ms':>7} {'req/s':>6} {'RSS MiB':>12} {'start s':>7}"
+        f"{'p95 ms':>7} {'req/s':>6} {'CPU ms':>6} {'all ms':>6} {'RSS MiB':>12} {'start s':>7}"
     )
     for r in rows:
         rss = "+".join(f"{m:.0f}" for m in r["rss_mib"])
         print(
             f"{r['processes']:>9} {r['inference_threads']!s:>11} {r['cores']:>6} "
-            f"{r['concurrency']:>4} {r['p50']:7.1f} {r['p95']:7.1f} {r['rps']:6.1f} {rss:>12} "
+            f"{r['concurrency']:>4} {r['p50']:7.1f} {r['p95']:7.1f} {r['rps']:6.1f} "
+            f"{r['server_cpu_ms']:6.1f} {r['machine_cpu_ms']:6.1f} {rss:>12} "
             f"{r['startup_s']:7.1f}"
         )
+    print(
+        "CPU ms: the API processes' CPU time per request; all ms: the whole machine's (the "
+        "clients, PostgreSQL and Redis too)"
+    )
 
     def rates(processes: int, threads: object, cores: str = "shared") -> dict[int, float]:
         return {

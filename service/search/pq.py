@@ -6,9 +6,10 @@ query's 50 nearest are near-ties among many: graphs (HNSW) and partitions (IVF) 
 a large share of the gallery to find them. Measured at 1M SFace-shaped templates, one
 thread (``scripts/bench.py``; the README has the table): IVF probing 6% of the gallery
 found 64% of the top 50, HNSW needed efSearch 1024 and 4 ms at 200k, while this scan of
-1M 32-byte codes and the exact re-scoring of a shortlist of 2500 took 2.9 ms, kept 99.8%
-of the exact top 50 and every query's exact top 10. The codes are only a sieve: every score returned is the exact inner product of the
-float32 vectors kept beside them, so a shortlist never reorders what it found.
+1M 32-byte codes and the exact re-scoring of a shortlist of 2500 took 2.7-2.9 ms, kept
+99.8% of the exact top 50 and every query's exact top 10. The codes are only a sieve:
+every score returned is the exact inner product of the float32 vectors kept beside them,
+so a shortlist never reorders what it found.
 
 Every code is held twice (32 bytes a 128-D template): in one list of all rows, which an
 unfiltered search scans, and in one of ``SHARDS`` lists by organisation (its number in the
@@ -107,9 +108,15 @@ class PqIndex(RowIndex):
     ) -> tuple[FloatArray, IdArray]:
         """The shortlist from the codes ``where`` can reach, re-scored exactly; the selector
         points into ``selection``, alive in this frame."""
-        if self._everyone is None:  # no codebook yet: few rows
-            everything = self._selection(None) if selection is None else selection
-            return self._exact(queries, k, everything)
+        if self._everyone is None:  # no codebook yet: few rows, scanned exactly
+            if selection is None and self._rows:  # every row, none dead: no copy
+                scores, rows = faiss.knn(
+                    queries, self._vectors(), min(k, self._rows), faiss.METRIC_INNER_PRODUCT
+                )
+                return _padded(scores, rows, k)
+            return self._exact(
+                queries, k, self._selection(None) if selection is None else selection
+            )
         codes = self._codes_for(where)
         params = faiss.SearchParametersIVF()  # one per search: FAISS swaps its selector
         params.nprobe = 1
@@ -143,6 +150,15 @@ class PqIndex(RowIndex):
         self._store = np.ascontiguousarray(vectors)
         if rows >= self.train_from:
             self._train(rows)
+
+
+def _padded(scores: FloatArray, rows: IdArray, k: int) -> tuple[FloatArray, IdArray]:
+    """``k`` columns, -inf and -1 beyond those found."""
+    extra = k - scores.shape[1]
+    if extra <= 0:
+        return scores, rows
+    wide = ((0, 0), (0, extra))
+    return np.pad(scores, wide, constant_values=-np.inf), np.pad(rows, wide, constant_values=-1)
 
 
 def _top(scores: FloatArray, k: int) -> IdArray:

@@ -42,6 +42,7 @@ load levels of ``--e2e-requests``). So the full default run takes about an hour.
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
 import os
@@ -59,7 +60,6 @@ from typing import Any
 
 import bench_match
 import benchkit
-import httpx
 import numpy as np
 import numpy.typing as npt
 
@@ -442,28 +442,30 @@ def _set(key: str, value: str | None) -> None:
         os.environ[key] = value
 
 
-def load(urls: list[str], probe: bytes, concurrency: int, requests: int) -> Row:
-    """``requests`` matches by ``concurrency`` threads, round-robin over ``urls``."""
+def load(ports: list[int], probe: bytes, concurrency: int, requests: int) -> Row:
+    """``requests`` matches by ``concurrency`` threads, round-robin over the servers. The
+    client is kept light (one kept-alive ``http.client`` connection per thread and server,
+    the multipart body built once), since it shares the cores with the servers."""
     counter = itertools.count()
     errors: list[str] = []
+    body, content_type = multipart(probe)
+    headers = {"X-API-Key": bench_match.KEY, "Content-Type": content_type}
 
     def worker(_: int) -> list[float]:
-        clients = [
-            httpx.Client(base_url=u, headers={"X-API-Key": bench_match.KEY}, timeout=300)
-            for u in urls
-        ]
+        connections = [http.client.HTTPConnection("127.0.0.1", p, timeout=300) for p in ports]
         out = []
         try:
             while (n := next(counter)) < requests:
                 t = time.perf_counter()
-                r = clients[n % len(clients)].post(
-                    "/v1/match", files={"file": ("p.jpg", probe, "image/jpeg")}
-                )
+                connection = connections[n % len(connections)]
+                connection.request("POST", "/v1/match", body=body, headers=headers)
+                response = connection.getresponse()
+                answer = response.read()
                 out.append((time.perf_counter() - t) * 1000)
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code} {r.text[:200]}")
+                if response.status != 200:
+                    errors.append(f"{response.status} {answer[:200]!r}")
         finally:
-            for c in clients:
+            for c in connections:
                 c.close()
         return out
 
@@ -479,6 +481,17 @@ def load(urls: list[str], probe: bytes, concurrency: int, requests: int) -> Row:
         "p95": float(np.percentile(latencies, 95)),
         "rps": len(latencies) / wall,
     }
+
+
+def multipart(photo: bytes) -> tuple[bytes, str]:
+    """A ``file`` form field holding ``photo``: (body, content type)."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.jpg"'
+        "\r\nContent-Type: image/jpeg\r\n\r\n"
+    )
+    body = head.encode() + photo + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def e2e_part(args: argparse.Namespace, pipeline: Any) -> tuple[list[Row], Row]:
@@ -533,7 +546,7 @@ def e2e_part(args: argparse.Namespace, pipeline: Any) -> tuple[list[Row], Row]:
 def measure(
     servers: list[bench_match.Server], probe: bytes, label: Row, args: argparse.Namespace, info: Row
 ) -> list[Row]:
-    urls = [f"http://127.0.0.1:{s.port}" for s in servers]
+    ports = [s.port for s in servers]
     first = servers[0].client
     index = first.get("/v1/info").json()
     info.setdefault("index", f"{index['index_backend']}-{index['index_type']}")
@@ -549,7 +562,7 @@ def measure(
     rows = []
     for concurrency in args.concurrency:
         before = cpu_seconds(servers)
-        row = label | load(urls, probe, concurrency, args.e2e_requests)
+        row = label | load(ports, probe, concurrency, args.e2e_requests)
         after = cpu_seconds(servers)
         row["server_cpu_ms"], row["machine_cpu_ms"] = (
             (b - a) * 1000 / args.e2e_requests for a, b in zip(before, after, strict=True)

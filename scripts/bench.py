@@ -457,13 +457,10 @@ def load(ports: list[int], probe: bytes, concurrency: int, requests: int) -> Row
         try:
             while (n := next(counter)) < requests:
                 t = time.perf_counter()
-                connection = connections[n % len(connections)]
-                connection.request("POST", "/v1/match", body=body, headers=headers)
-                response = connection.getresponse()
-                answer = response.read()
+                status, answer = post(connections[n % len(connections)], body, headers)
                 out.append((time.perf_counter() - t) * 1000)
-                if response.status != 200:
-                    errors.append(f"{response.status} {answer[:200]!r}")
+                if status != 200:
+                    errors.append(f"{status} {answer[:200]!r}")
         finally:
             for c in connections:
                 c.close()
@@ -481,6 +478,23 @@ def load(ports: list[int], probe: bytes, concurrency: int, requests: int) -> Row
         "p95": float(np.percentile(latencies, 95)),
         "rps": len(latencies) / wall,
     }
+
+
+def post(
+    connection: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """POST /v1/match; once more on a new connection when the server has closed the kept-alive
+    one (as any HTTP client does)."""
+    for attempt in range(2):
+        try:
+            connection.request("POST", "/v1/match", body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            connection.close()  # the next request opens it again
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def multipart(photo: bytes) -> tuple[bytes, str]:

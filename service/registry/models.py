@@ -129,10 +129,13 @@ class TemplateChange(Base):
     watermark: an index that has applied every change up to it is consistent."""
 
     __tablename__ = "template_changes"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (  # the watermark is the last entry of a model's range
+        Index("ix_template_changes_model_id_seq", "model_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    model_id: Mapped[str] = mapped_column(String(120), index=True)
+    model_id: Mapped[str] = mapped_column(String(120))
     template_id: Mapped[int] = mapped_column(Integer)
     op: Mapped[str] = mapped_column(String(6))  # "add" | "remove"
 

@@ -29,14 +29,13 @@ core; then one process pinned to one core against two pinned to one core each (h
 processes scale when each has a core of its own: on 2 cores one process already uses
 both); enrollment photos per second on one process; each process's memory.
 
-**Time** (2 quiet cores). Sizes 10k and 100k with all four backends: about 15 min (the
-100k HNSW build ~1-2 min; Milvus Lite answers a query in ~0.05-0.3 s, so its 1000 timed
-queries take ~5 min at 100k). 1M: generating and the
-exact reference ~2 min, flat ~3 min (a 1M exact search is ~70 ms, 1000 of them), the HNSW
-build ~20-30 min on 2 threads (``--build-threads``; twice that on one), Milvus Lite at 1M
-is skipped unless ``--milvus-max-size`` allows it (its inserts alone take long). End to end
-at 100k: ~12 min (filling PostgreSQL ~1 min, the index built at the first start, fifteen
-load levels of ``--e2e-requests``). So the full default run takes about an hour.
+**Time** (2 quiet cores), as measured: sizes 10k and 100k with all four backends about
+4 min (Milvus Lite answers a query in ~0.01-0.1 s). 1M: the gallery and the exact
+reference ~20 s, flat ~1 min (a 1M exact search is ~38 ms, 1000 of them), the HNSW build
+~9 min on 2 threads (``--build-threads``), pq seconds; Milvus Lite at 1M is skipped unless
+``--milvus-max-size`` allows it (its inserts alone take long). End to end at 100k: ~7 min
+(filling PostgreSQL ~12 s, fifteen load levels of ``--e2e-requests``). So the full default
+run takes about 20 minutes.
 """
 
 from __future__ import annotations

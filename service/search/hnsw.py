@@ -19,8 +19,10 @@ search (the script and all figures are in the issue-11 report):
 
 so M=32, efConstruction=200 (build 118 s for 100k on one loaded core), efSearch=256, and
 twice that when a filter passes under half the templates (never below k). On isotropic
-random vectors (no structure, all neighbours near-ties) no setting here reaches 0.99: the
-1M benchmark must use real templates. Memory: the float32 vectors (4*d bytes each) plus
+random vectors (no structure, all neighbours near-ties) no setting here reaches 0.99, and
+SFace's templates after the transform are nearly that: in ``scripts/bench.py`` this graph
+found 0.96 of the top 50 at 100k and 0.77 at 1M, so ``auto`` chooses the PQ scan
+(``service.search.pq``) instead. Memory: the float32 vectors (4*d bytes each) plus
 about 2*M*4 bytes of links each, e.g. 0.5 GB + 0.26 GB for 1M 128-D templates.
 """
 

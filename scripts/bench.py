@@ -484,16 +484,19 @@ def post(
 ) -> tuple[int, bytes]:
     """POST /v1/match; once more on a new connection when the server has closed the kept-alive
     one (as any HTTP client does)."""
-    for attempt in range(2):
-        try:
-            connection.request("POST", "/v1/match", body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
-            connection.close()  # the next request opens it again
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return _post_once(connection, body, headers)
+    except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+        connection.close()  # the next request opens it again
+        return _post_once(connection, body, headers)
+
+
+def _post_once(
+    connection: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
+    connection.request("POST", "/v1/match", body=body, headers=headers)
+    response = connection.getresponse()
+    return response.status, response.read()
 
 
 def multipart(photo: bytes) -> tuple[bytes, str]:

@@ -109,14 +109,7 @@ class PqIndex(RowIndex):
         """The shortlist from the codes ``where`` can reach, re-scored exactly; the selector
         points into ``selection``, alive in this frame."""
         if self._everyone is None:  # no codebook yet: few rows, scanned exactly
-            if selection is None and self._rows:  # every row, none dead: no copy
-                scores, rows = faiss.knn(
-                    queries, self._vectors(), min(k, self._rows), faiss.METRIC_INNER_PRODUCT
-                )
-                return _padded(scores, rows, k)
-            return self._exact(
-                queries, k, self._selection(None) if selection is None else selection
-            )
+            return self._exact(queries, k, selection)
         codes = self._codes_for(where)
         params = faiss.SearchParametersIVF()  # one per search: FAISS swaps its selector
         params.nprobe = 1
@@ -150,15 +143,6 @@ class PqIndex(RowIndex):
         self._store = np.ascontiguousarray(vectors)
         if rows >= self.train_from:
             self._train(rows)
-
-
-def _padded(scores: FloatArray, rows: IdArray, k: int) -> tuple[FloatArray, IdArray]:
-    """``k`` columns, -inf and -1 beyond those found."""
-    extra = k - scores.shape[1]
-    if extra <= 0:
-        return scores, rows
-    wide = ((0, 0), (0, extra))
-    return np.pad(scores, wide, constant_values=-np.inf), np.pad(rows, wide, constant_values=-1)
 
 
 def _top(scores: FloatArray, k: int) -> IdArray:

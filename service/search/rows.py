@@ -112,19 +112,23 @@ class RowIndex(FaissIndex):
         both: Bitmap = selected[:size] & live[:size]
         return both
 
-    def _exact(self, queries: FloatArray, k: int, selection: Bitmap) -> tuple[FloatArray, IdArray]:
-        """Exact top-k (scores, rows) over the rows ``selection`` passes."""
-        bits = np.unpackbits(selection, bitorder="little")[: self._rows]
-        rows = np.flatnonzero(bits)
+    def _exact(
+        self, queries: FloatArray, k: int, selection: Bitmap | None
+    ) -> tuple[FloatArray, IdArray]:
+        """Exact top-k (scores, rows) over the rows ``selection`` passes; None: every row
+        (none dead), scanned in place without a copy."""
+        vectors, rows = self._vectors(), None
+        if selection is not None:
+            rows = np.flatnonzero(np.unpackbits(selection, bitorder="little")[: self._rows])
+            vectors = vectors[rows]
         scores = np.full((len(queries), k), -np.inf, np.float32)
         found = np.full((len(queries), k), -1, np.int64)
-        if len(rows):
-            vectors = self._vectors()[rows]
+        if len(vectors):
             top_scores, top = faiss.knn(
-                queries, vectors, min(k, len(rows)), faiss.METRIC_INNER_PRODUCT
+                queries, vectors, min(k, len(vectors)), faiss.METRIC_INNER_PRODUCT
             )
             scores[:, : top.shape[1]] = top_scores
-            found[:, : top.shape[1]] = np.where(top >= 0, rows[top], -1)
+            found[:, : top.shape[1]] = top if rows is None else np.where(top >= 0, rows[top], -1)
         return scores, found
 
     def stale(self) -> str:
